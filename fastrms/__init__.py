@@ -1,0 +1,12 @@
+"""fastrms: fused RMSProp update kernels for NumPy, Numba, CuPy and torch arrays.
+
+Importing this package is cheap: Numba and CuPy are imported on the first step that needs them.
+"""
+
+from .dispatch import backends
+from .functional import rmsprop_update
+from .optimizer import RMSprop
+from .state import RMSpropState
+
+__all__ = ["RMSprop", "RMSpropState", "backends", "rmsprop_update"]
+__version__ = "0.1.0"

@@ -1,0 +1,86 @@
+"""Turning the caller's buffers into native arrays, and refusing what cannot be updated in place.
+
+Anything exposing ``__array_interface__``, ``__cuda_array_interface__`` or DLPack is accepted
+zero-copy: host buffers become NumPy arrays, GPU buffers CuPy arrays (through
+``fastrms.cuda.arrays``). Every check runs before anything is written.
+"""
+
+import numpy as np
+
+HOST = "host"
+NAMES = ("param", "grad", "square_avg", "momentum_buffer", "grad_avg")
+_DLPACK_CPU, _DLPACK_CUDA = 1, 2
+
+
+def native(x, name):
+    """``(array, place)``: a NumPy or CuPy array over ``x``'s own memory, and where it lives."""
+    if type(x) is np.ndarray:
+        return x, HOST
+    if getattr(x, "requires_grad", False):  # a torch leaf: its data, as torch's in-place ops see it
+        x = x.detach()
+    if hasattr(x, "__cuda_array_interface__"):
+        from .cuda import arrays
+
+        return arrays.as_cupy(x, name)
+    if isinstance(x, np.ndarray) or hasattr(x, "__array_interface__"):
+        return np.asarray(x), HOST
+    if hasattr(x, "__dlpack_device__"):
+        kind, device = x.__dlpack_device__()
+        if kind == _DLPACK_CPU:
+            return np.from_dlpack(x), HOST
+        if kind == _DLPACK_CUDA:
+            from .cuda import arrays
+
+            return arrays.as_cupy(x, name)
+        raise ValueError(f"{name} lives on DLPack device type {int(kind)}, which fastrms cannot update")
+    raise TypeError(
+        f"{name} must be an array (NumPy, CuPy, torch, or anything with __array_interface__, "
+        f"__cuda_array_interface__ or DLPack), got {type(x).__name__}"
+    )
+
+
+def check(backend, rule, arrays):
+    """Refuse, naming the argument, whatever ``backend`` cannot update in place.
+
+    ``arrays`` holds native arrays in the order of ``NAMES`` (``None`` for absent buffers).
+    """
+    param = arrays[0]
+    if param.dtype not in backend.DTYPES:
+        supported = ", ".join(sorted(d.name for d in backend.DTYPES))
+        raise TypeError(
+            f"param has dtype {param.dtype}, which backend {backend.NAME!r} does not support "
+            f"(it takes {supported})"
+        )
+    state_dtype = rule.state_dtype(param.dtype)
+    for i, (name, a) in enumerate(zip(NAMES, arrays)):
+        if a is None:
+            continue
+        want = param.dtype if i < 2 else state_dtype
+        if a.dtype != want:
+            raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param.dtype} params")
+        if a.shape != param.shape:
+            raise ValueError(f"{name} has shape {a.shape}, expected param's shape {param.shape}")
+        if not a.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
+        if i != 1 and not a.flags.writeable:
+            raise ValueError(f"{name} is read-only, but fastrms updates it in place")
+    _check_disjoint(arrays)
+
+
+def _check_disjoint(arrays):
+    # C-contiguous buffers overlap exactly when their byte ranges do, so the cheap bounds test of
+    # may_share_memory is exact here. grad is only read: it may not overlap a written buffer.
+    present = [(n, a) for n, a in zip(NAMES, arrays) if a is not None]
+    xp = np if isinstance(arrays[0], np.ndarray) else None
+    for i, (name_i, a_i) in enumerate(present):
+        for name_j, a_j in present[i + 1:]:
+            if a_i.size and (a_i is a_j or _may_share(xp, a_i, a_j)):
+                raise ValueError(f"{name_i} and {name_j} overlap in memory; each must be its own buffer")
+
+
+def _may_share(xp, a, b):
+    if xp is not None:
+        return np.may_share_memory(a, b)
+    from .cuda import arrays
+
+    return arrays.may_share_memory(a, b)

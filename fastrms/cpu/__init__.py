@@ -1,0 +1,1 @@
+"""The Numba CPU backend (imported on first use only: importing Numba takes a while)."""

@@ -1,0 +1,79 @@
+"""The backend registry and the one place that routes a step to a backend.
+
+A backend is a module with ``PLACE`` ("host" or "cuda": where its arrays live), ``DTYPES`` (the
+param dtypes it takes), ``availability()`` (``None`` when usable here, else the reason) and
+``update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step)``, which receives
+validated, flat-compatible native arrays (NumPy on the host, CuPy on a GPU). Backends are imported
+on first use only, so that ``import fastrms`` stays fast and never imports Numba or CuPy.
+"""
+
+import importlib
+import os
+from typing import NamedTuple
+
+_MODULES = {}  # name -> module path, in registration order
+_AUTO = {}  # place -> the backend ``backend="auto"`` picks there
+_LOADED = {}  # name -> (module or None, reason it is unusable or None)
+_PINNED = os.environ.get("FASTRMS_BACKEND")  # overrides "auto" for arrays where it can run
+
+
+class BackendInfo(NamedTuple):
+    name: str
+    place: str
+    usable: bool
+    reason: str  # why not usable here; "" when usable
+
+
+def register(name, module, auto_for=None):
+    """Declare backend ``name``, implemented by ``module`` (imported lazily)."""
+    _MODULES[name] = module
+    if auto_for is not None:
+        _AUTO[auto_for] = name
+
+
+register("numpy", "fastrms.reference")
+register("numba", "fastrms.cpu.backend", auto_for="host")
+register("cupy", "fastrms.cuda.backend", auto_for="cuda")
+
+
+def _load(name):
+    try:
+        return _LOADED[name]
+    except KeyError:
+        pass
+    try:
+        module = importlib.import_module(_MODULES[name])
+        entry = (module, module.availability())
+    except ImportError as exc:  # an optional dependency is missing
+        entry = (None, f"cannot import {_MODULES[name]}: {exc}")
+    _LOADED[name] = entry
+    return entry
+
+
+def backends():
+    """Every registered backend, with whether it is usable here and, if not, why."""
+    infos = []
+    for name in _MODULES:
+        module, reason = _load(name)
+        place = module.PLACE if module is not None else "?"
+        infos.append(BackendInfo(name, place, reason is None, reason or ""))
+    return infos
+
+
+def resolve(backend, place):
+    """The backend module for arrays living at ``place`` ("host" or "cuda:N")."""
+    kind = place.split(":")[0]
+    if backend == "auto":
+        backend = _AUTO.get(kind)
+        if _PINNED in _MODULES and _load(_PINNED)[0] is not None and _load(_PINNED)[0].PLACE == kind:
+            backend = _PINNED
+        if backend is None:
+            raise ValueError(f"no backend handles arrays on {place}")
+    elif backend not in _MODULES:
+        raise ValueError(f"unknown backend {backend!r}; choose 'auto' or one of {', '.join(_MODULES)}")
+    module, reason = _load(backend)
+    if reason is not None:
+        raise RuntimeError(f"backend {backend!r} is not usable here: {reason}")
+    if module.PLACE != kind:
+        raise ValueError(f"backend {backend!r} runs on {module.PLACE} arrays, but these live on {place}")
+    return module

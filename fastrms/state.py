@@ -1,0 +1,94 @@
+"""``RMSpropState``: the optimizer's buffers, allocated like the params, saved with torch's keys."""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+
+
+@dataclass
+class RMSpropState:
+    """The state of one parameter buffer.
+
+    ``square_avg`` always; ``momentum_buffer`` with momentum > 0; ``grad_avg`` when centered;
+    ``step`` counts completed steps. The arrays are of the params' kind (NumPy, CuPy, torch),
+    on their device, float32 for half-precision params and else in the params' dtype.
+    """
+
+    square_avg: Any
+    momentum_buffer: Any = None
+    grad_avg: Any = None
+    step: int = 0
+
+    def state_dict(self):
+        """A snapshot with torch's key names, as NumPy arrays (``step`` a float32 scalar, as torch)."""
+        d = {"step": np.array(self.step, dtype=np.float32)}
+        for key in STATE_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                d[key] = to_numpy(value)
+        return d
+
+    @classmethod
+    def from_state_dict(cls, d, like=None):
+        """Rebuild a state from ``state_dict()`` output (or torch's per-param state).
+
+        The arrays are copied: NumPy arrays by default, or arrays of ``like``'s kind and device.
+        """
+        missing = {"step", "square_avg"} - set(d)
+        if missing:
+            raise KeyError(f"state dict lacks {', '.join(sorted(missing))}")
+        step = float(to_numpy(d["step"]))
+        if step != int(step) or step < 0:
+            raise ValueError(f"state dict's step must be a whole number >= 0, got {step}")
+        arrays = {k: copy_like(d[k], like) for k in STATE_KEYS if d.get(k) is not None}
+        return cls(step=int(step), **arrays)
+
+
+def _kind(x):
+    module = type(x).__module__.split(".")[0]
+    return module if module in ("torch", "cupy") else "numpy"
+
+
+def full_like(param, fill, dtype):
+    """A new buffer of ``param``'s shape, kind and device, holding ``fill``, of NumPy ``dtype``."""
+    kind = _kind(param)
+    if kind == "torch":
+        import torch
+
+        torch_dtype = getattr(torch, np.dtype(dtype).name)
+        return torch.full(tuple(param.shape), fill, dtype=torch_dtype, device=param.device)
+    if kind == "cupy":
+        import cupy
+
+        with param.device:
+            return cupy.full(param.shape, fill, dtype=dtype)
+    return np.full(np.shape(param), fill, dtype=dtype)
+
+
+def to_numpy(x):
+    """A NumPy copy of an array of any kind."""
+    kind = _kind(x)
+    if kind == "torch":
+        return x.detach().cpu().numpy().copy()
+    if kind == "cupy":
+        return x.get()
+    return np.array(x)
+
+
+def copy_like(value, like):
+    """A copy of ``value`` of ``like``'s kind and device (a NumPy array when ``like`` is None)."""
+    host = to_numpy(value)
+    kind = _kind(like) if like is not None else "numpy"
+    if kind == "torch":
+        import torch
+
+        return torch.from_numpy(host).to(like.device)
+    if kind == "cupy":
+        import cupy
+
+        with like.device:
+            return cupy.asarray(host)
+    return host
