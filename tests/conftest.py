@@ -1,0 +1,19 @@
+import os
+
+import numpy as np
+import pytest
+
+# CI sets FASTRMS_REQUIRE_NATIVE=1: there a missing nvcc/toolchain is a failure, not a skip.
+REQUIRE_NATIVE = os.environ.get("FASTRMS_REQUIRE_NATIVE") == "1"
+
+
+def skip_or_fail(reason):
+    """Skip where an optional tool is missing; fail instead in CI, which must have it."""
+    if REQUIRE_NATIVE:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(12345)
