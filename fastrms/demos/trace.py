@@ -56,17 +56,23 @@ def run(args, say):
     path = rmsprop_path(args.eta, args.gamma, args.steps, args.rotated)
     x1, x2 = path[-1]
     say(f"epoch {args.steps}, x1: {x1:f}, x2: {x2:f}")
+    if args.rotated:
+        plain = rmsprop_path(args.eta, args.gamma, args.steps)[-1]
+        say(f"f = {f(x1, x2, True):.4f} here, {f(*plain):.4f} unrotated: the valley now runs along "
+            "a diagonal, which RMSProp's per-coordinate scaling cannot follow")
     if args.out is None:
         return None
     fig = _plot.figure()
     ax = fig.add_subplot()
-    lim1 = max(5.5, np.abs(path[:, 0]).max() * 1.1)
-    lim2 = max(3.0, np.abs(path[:, 1]).max() * 1.1)
-    g1, g2 = np.meshgrid(np.linspace(-lim1, 1.0, 200), np.linspace(-lim2, lim2 * 0.5 + 0.5, 200))
+    # The window holds the path and the minimum at the origin, with a margin.
+    lo = np.minimum(path.min(axis=0), 0.0) - 0.5
+    hi = np.maximum(path.max(axis=0), 0.0) + 1.0
+    g1, g2 = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
     ax.contour(g1, g2, f(g1, g2, args.rotated), levels=20, colors="#1f77b4", linewidths=0.8)
     ax.plot(path[:, 0], path[:, 1], "-o", color="#ff7f0e", markersize=3)
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     shape = "0.1 (x1 + x2)^2 + 2 (x1 - x2)^2" if args.rotated else "0.1 x1^2 + 2 x2^2"
-    ax.set_title(f"RMSProp on f = {shape}, eta = {args.eta}, gamma = {args.gamma}")
+    ax.set_title(f"RMSProp on f = {shape}\neta {args.eta}, gamma {args.gamma}, {args.steps} steps",
+                 fontsize=10)
     return _plot.save(fig, args.out, "trace")
