@@ -5,6 +5,8 @@ zero-copy: host buffers become NumPy arrays, GPU buffers CuPy arrays (through
 ``fastrms.cuda.arrays``). Every check runs before anything is written.
 """
 
+import weakref
+
 import numpy as np
 
 HOST = "host"
@@ -52,35 +54,49 @@ def check(backend, rule, arrays):
             f"(it takes {supported})"
         )
     state_dtype = rule.state_dtype(param.dtype)
-    for i, (name, a) in enumerate(zip(NAMES, arrays)):
+    for i, a in enumerate(arrays):
         if a is None:
             continue
-        want = param.dtype if i < 2 else state_dtype
-        if a.dtype != want:
-            raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param.dtype} params")
+        if a.dtype != (param.dtype if i < 2 else state_dtype):
+            want = param.dtype if i < 2 else state_dtype
+            raise TypeError(f"{NAMES[i]} has dtype {a.dtype}, expected {want} for {param.dtype} params")
         if a.shape != param.shape:
-            raise ValueError(f"{name} has shape {a.shape}, expected param's shape {param.shape}")
-        if not a.flags.c_contiguous:
-            raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
-        if i != 1 and not a.flags.writeable:
-            raise ValueError(f"{name} is read-only, but fastrms updates it in place")
-    _check_disjoint(arrays)
+            raise ValueError(f"{NAMES[i]} has shape {a.shape}, expected param's shape {param.shape}")
+        flags = a.flags
+        if not flags.c_contiguous:
+            raise ValueError(f"{NAMES[i]} must be C-contiguous (fastrms updates buffers in place)")
+        if i != 1 and not flags.writeable:
+            raise ValueError(f"{NAMES[i]} is read-only, but fastrms updates it in place")
+    if param.size:
+        _check_disjoint(arrays)
+
+
+# The buffers last found disjoint, held weakly: a training loop passes the same arrays every
+# step, and an ndarray's byte range cannot change while the object lives, so the pairwise test
+# (a third of a small call's cost) runs once per set of buffers.
+_last_disjoint = ()
 
 
 def _check_disjoint(arrays):
+    global _last_disjoint
+    last = _last_disjoint
+    if len(last) == len(arrays) and all(
+        (w is None and a is None) or (w is not None and w() is a) for w, a in zip(last, arrays)
+    ):
+        return
     # C-contiguous buffers overlap exactly when their byte ranges do, so the cheap bounds test of
-    # may_share_memory is exact here. grad is only read: it may not overlap a written buffer.
+    # may_share_memory is exact here. grad is only read, but must not overlap a written buffer.
     present = [(n, a) for n, a in zip(NAMES, arrays) if a is not None]
-    xp = np if isinstance(arrays[0], np.ndarray) else None
+    may_share = np.may_share_memory if isinstance(arrays[0], np.ndarray) else _cupy_may_share
     for i, (name_i, a_i) in enumerate(present):
         for name_j, a_j in present[i + 1:]:
-            if a_i.size and (a_i is a_j or _may_share(xp, a_i, a_j)):
+            if a_i is a_j or may_share(a_i, a_j):
                 raise ValueError(f"{name_i} and {name_j} overlap in memory; each must be its own buffer")
+    if isinstance(arrays[0], np.ndarray):
+        _last_disjoint = tuple(None if a is None else weakref.ref(a) for a in arrays)
 
 
-def _may_share(xp, a, b):
-    if xp is not None:
-        return np.may_share_memory(a, b)
+def _cupy_may_share(a, b):
     from .cuda import arrays
 
     return arrays.may_share_memory(a, b)

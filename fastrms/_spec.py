@@ -49,6 +49,11 @@ class Rule:
         if self.nesterov and self.momentum == 0:
             raise ValueError("nesterov=True requires momentum > 0")
         object.__setattr__(self, "_modes", self._compute_modes())
+        object.__setattr__(self, "_hash", hash(tuple(getattr(self, f) for f in RULE_FIELDS)))
+        object.__setattr__(self, "_state_dtypes", {})
+
+    def __hash__(self):  # cached: rules key the per-step caches of the backends
+        return self._hash
 
     def modes(self):
         """The ints that choose the formula (positions and values in ``fastrms.rule``)."""
@@ -91,8 +96,16 @@ class Rule:
 
     def state_dtype(self, param_dtype):
         """State buffers are float32 for half-precision params, else the params' dtype."""
-        param_dtype = np.dtype(param_dtype)
-        return np.dtype(np.float32) if param_dtype.itemsize < 4 else param_dtype
+        try:
+            return self._state_dtypes[param_dtype]
+        except KeyError:
+            dtype = np.dtype(param_dtype)
+            state = np.dtype(np.float32) if dtype.itemsize < 4 else dtype
+            self._state_dtypes[param_dtype] = state
+            return state
+
+
+RULE_FIELDS = tuple(f.name for f in fields(Rule))
 
 
 @functools.lru_cache(maxsize=256)
@@ -166,7 +179,6 @@ CONVENTIONS = {
     )
 }
 
-RULE_FIELDS = tuple(f.name for f in fields(Rule))
 
 
 def rule_for(convention="book", **given):

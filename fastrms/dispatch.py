@@ -62,6 +62,19 @@ def backends():
 
 def resolve(backend, place):
     """The backend module for arrays living at ``place`` ("host" or "cuda:N")."""
+    try:
+        return _RESOLVED[backend, place]
+    except (KeyError, TypeError):
+        pass
+    module = _resolve(backend, place)
+    _RESOLVED[backend, place] = module
+    return module
+
+
+_RESOLVED = {}  # (backend, place) -> module: resolving runs once, not every step
+
+
+def _resolve(backend, place):
     kind = place.split(":")[0]
     if backend == "auto":
         backend = _AUTO.get(kind)

@@ -2,6 +2,8 @@
 
 import functools
 
+import numpy as np
+
 from . import _buffers, dispatch
 from ._spec import Rule
 
@@ -14,6 +16,20 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
     exactly as it was.
     """
     arrays = [param, grad, square_avg, momentum_buffer, grad_avg]
+    if type(param) is np.ndarray and type(grad) is np.ndarray and type(square_avg) is np.ndarray \
+            and momentum_buffer is None and grad_avg is None:
+        place = _buffers.HOST  # the common case, without the per-buffer conversion below
+    else:
+        place = _native_arrays(arrays)
+    _check_state_matches(rule, momentum_buffer, grad_avg, step)
+    module = dispatch.resolve(backend, place)
+    _buffers.check(module, rule, arrays)
+    if arrays[0].size:
+        module.update(*arrays, rule, step)
+
+
+def _native_arrays(arrays):
+    """Replace each buffer in ``arrays`` by its native array; return where they all live."""
     place = None
     for i, a in enumerate(arrays):
         if a is None:
@@ -26,11 +42,7 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
                 f"{_buffers.NAMES[i]} lives on {where} but param on {place}: "
                 "all buffers of one call must live in one place"
             )
-    _check_state_matches(rule, momentum_buffer, grad_avg, step)
-    module = dispatch.resolve(backend, place)
-    _buffers.check(module, rule, arrays)
-    if arrays[0].size:
-        module.update(*arrays, rule, step)
+    return place
 
 
 def _check_state_matches(rule, momentum_buffer, grad_avg, step):

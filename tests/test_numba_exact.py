@@ -1,0 +1,72 @@
+"""The Numba kernels equal the NumPy reference bit for bit (DESIGN.md §4)."""
+
+import numpy as np
+import pytest
+
+import fastrms
+from fastrms.functional import apply
+
+from cases import FIRST_STEP, NAMED_CASES, all_rules, grads, make_buffers, rule_of
+
+STEPS = 7
+DTYPES = [np.float32, np.float64]
+
+
+def run_both(rule, n, dtype, offset, seed):
+    rng = np.random.default_rng(seed)
+    ours = make_buffers(rule, n, dtype, rng, offset)
+    ref = tuple(None if a is None else a.copy() for a in ours)
+    for t, g in enumerate(grads(n, dtype, rng, STEPS, offset), start=FIRST_STEP):
+        apply(rule, ours[0], g, *ours[1:], step=t, backend="numba")
+        apply(rule, ref[0], g, *ref[1:], step=t, backend="numpy")
+    return ours, ref
+
+
+def assert_same(ours, ref):
+    for name, a, b in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), ours, ref):
+        assert (a is None) == (b is None), name
+        if a is not None:
+            np.testing.assert_array_equal(a, b, err_msg=name, strict=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_mode_combination(dtype):
+    """All 384 branches of the rule, each over 7 steps on an awkward small size (serial loop)."""
+    for i, rule in enumerate(all_rules()):
+        ours, ref = run_both(rule, 37, dtype, offset=i % 3, seed=i)
+        assert np.isfinite(ours[0]).all()
+        assert_same(ours, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [0, 1, 7, 4097, 2**20 + 3])
+@pytest.mark.parametrize("case", NAMED_CASES, ids=[c.desc for c in NAMED_CASES])
+def test_named_cases_sizes_and_offsets(case, n, dtype):
+    """The named cases at every size, serial and parallel loops, aligned and odd offsets."""
+    rule = rule_of(case)
+    for offset in (0, 1):
+        ours, ref = run_both(rule, n, dtype, offset, seed=n + offset)
+        assert_same(ours, ref)
+
+
+def test_multidimensional_params_update_in_place():
+    rng = np.random.default_rng(0)
+    p = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    g = rng.standard_normal((3, 4, 5)).astype(np.float32)
+    s = np.zeros_like(p)
+    p_ref, s_ref = p.copy(), s.copy()
+    fastrms.rmsprop_update(p, g, s, backend="numba")
+    fastrms.rmsprop_update(p_ref, g, s_ref, backend="numpy")
+    np.testing.assert_array_equal(p, p_ref)
+    np.testing.assert_array_equal(s, s_ref)
+    assert not np.array_equal(p, p_ref - 1)  # the update happened in the caller's array
+
+
+def test_nan_and_inf_in_grad_propagate():
+    p = np.ones(6, np.float32)
+    g = np.array([np.nan, np.inf, -np.inf, 1.0, 0.0, -1.0], np.float32)
+    s = np.zeros_like(p)
+    fastrms.rmsprop_update(p, g, s)
+    assert np.isnan(p[:3]).all()  # inf/√inf is NaN: never silently finite
+    assert np.isnan(s[0]) and np.isinf(s[1]) and np.isinf(s[2])
+    assert np.isfinite(p[3:]).all()
