@@ -91,6 +91,13 @@ def test_airfoil_records_every_200_examples(capsys):
     assert float(loss) == round(run.losses[-1], 3) and rest.endswith(" sec/epoch")
 
 
+def test_unusable_backend_is_a_clear_error(capsys):
+    if {b.name: b.usable for b in fastrms.backends()}["cupy"]:
+        pytest.skip("cupy is usable here")
+    code, out, err = run_cli(["airfoil", "--backend", "cupy"], capsys)
+    assert code == 1 and "--backend cupy is not usable here" in err and out == ""
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -158,7 +165,7 @@ def test_gamma_one_diverges_and_says_why(capsys):
 def test_concise_without_fastrms_torch_says_so(capsys, monkeypatch):
     pytest.importorskip("torch")
     monkeypatch.setitem(sys.modules, "fastrms.torch", None)  # as if fastrms/torch.py were absent
-    code, out, err = run_cli(["concise", "--epochs", "1"], capsys)
+    code, _, err = run_cli(["concise", "--epochs", "1"], capsys)
     assert code == 1 and "fastrms.torch.RMSprop is not available" in err
 
 
@@ -250,7 +257,7 @@ def test_each_demo_writes_its_figure(name, tmp_path, capsys):
 
 def test_all_writes_an_index_of_figures_and_numbers(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    code, out, _ = run_cli(["all", "--out", str(tmp_path), "--quick"], capsys)
+    code, _, _ = run_cli(["all", "--out", str(tmp_path), "--quick"], capsys)
     assert code == 0
     page = (tmp_path / "index.html").read_text()
     for name in cli.DEMOS:

@@ -7,4 +7,4 @@ and returns its path. ``fastrms demo NAME`` (``fastrms.demos.cli``) runs them.
 
 
 class DemoUnavailable(RuntimeError):
-    """An optional dependency that a demo needs is missing; the message says which and how to get it."""
+    """Something a demo needs is missing here; the message says what and how to get it."""

@@ -21,27 +21,37 @@ DEMOS = {
 }
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, except where there is none."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def _module(name):
     return importlib.import_module(f"{__package__}.{name}")
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="fastrms demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="fastrms demo", description="Rerun one experiment of the book's RMSProp chapter "
+        "(Dive into Deep Learning, section 11.8) on fastrms.")
     sub = parser.add_subparsers(dest="name", required=True, metavar="NAME")
     for name, text in DEMOS.items():
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text,
+                           formatter_class=_HelpWithDefaults)
         p.add_argument("--out", metavar="DIR", help="write the figure NAME.png into DIR")
         _module(name).add_arguments(p)
     p = sub.add_parser("all", help="run every demo; with --out, also write DIR/index.html",
                        description="run every demo with its defaults")
     p.add_argument("--out", metavar="DIR", help="write every figure and index.html into DIR")
     p.add_argument("--quick", action="store_true",
-                   help="fewer epochs and smaller sweeps: checks the plumbing, not the book's numbers")
+                   help="fewer epochs, smaller sweeps: checks the plumbing, not the book's numbers")
     return parser, sub
 
 
 def run_one(name, args):
-    """Run demo ``name``; returns (printed lines, figure path or None, reason it was skipped or None)."""
+    """Run demo ``name``: its printed lines, its figure (or None), why it was skipped (or None)."""
     lines = []
 
     def say(line):

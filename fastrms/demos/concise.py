@@ -26,7 +26,7 @@ def train(make_optimizer, seed=DEFAULT_SEED, epochs=4, batch_size=10, data=None)
     X, y = load_airfoil() if data is None else data
     X, y = torch.from_numpy(X), torch.from_numpy(y).reshape(-1, 1)
     n = len(X)
-    torch.manual_seed(seed)  # the same w ~ N(0, 0.01²) and torch's default bias for every optimizer
+    torch.manual_seed(seed)  # the same w ~ N(0, 0.01²) and default bias for every optimizer
     net = torch.nn.Linear(5, 1)
     torch.nn.init.normal_(net.weight, std=0.01)
     optimizer = make_optimizer(net.parameters())
@@ -51,10 +51,10 @@ def train(make_optimizer, seed=DEFAULT_SEED, epochs=4, batch_size=10, data=None)
 
 
 def add_arguments(parser):
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed (default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=0.01, help="learning rate (default: %(default)s)")
-    parser.add_argument("--alpha", type=float, default=0.9, help="torch's alpha, the book's γ (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed")
+    parser.add_argument("--lr", type=float, default=0.01, help="learning rate")
+    parser.add_argument("--alpha", type=float, default=0.9, help="torch's alpha, the book's γ")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs")
 
 
 def run(args, say):

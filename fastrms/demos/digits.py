@@ -57,7 +57,8 @@ def train(make_optimizer, train_set, test_set, seed, epochs, hidden, batch_size)
     torch = _torch.torch()
     X, y = train_set
     torch.manual_seed(seed)  # the same initial weights for every optimizer
-    net = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 10))
     optimizer = make_optimizer(net.parameters())
     loss_fn = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(seed)  # the same batches for every optimizer
@@ -81,13 +82,13 @@ def train(make_optimizer, train_set, test_set, seed, epochs, hidden, batch_size)
 
 
 def add_arguments(parser):
-    parser.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=20, help="epochs (default: %(default)s)")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden units (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs")
+    parser.add_argument("--hidden", type=int, default=64, help="hidden units")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size")
     parser.add_argument("--lr", type=float, default=0.003,
-                        help="learning rate of both RMSProps (default: %(default)s)")
-    parser.add_argument("--sgd-lr", type=float, default=0.1, help="SGD's learning rate (default: %(default)s)")
+                        help="learning rate of both RMSProps")
+    parser.add_argument("--sgd-lr", type=float, default=0.1, help="SGD's learning rate")
 
 
 def run(args, say):

@@ -25,19 +25,21 @@ def sgd_stability_limit(X):
 def sweep(gammas, etas, seed=DEFAULT_SEED, epochs=2, backend="auto", data=None):
     """Final losses, shape (len(gammas), len(etas))."""
     data = load_airfoil() if data is None else data
-    return np.array([[train(seed, eta, gamma, epochs, eps=EPS, backend=backend, data=data).losses[-1]
-                      for eta in etas] for gamma in gammas])
+    def final(gamma, eta):
+        return train(seed, eta, gamma, epochs, eps=EPS, backend=backend, data=data).losses[-1]
+
+    return np.array([[final(gamma, eta) for eta in etas] for gamma in gammas])
 
 
 def add_arguments(parser):
     parser.add_argument("--gammas", type=float, nargs="+", default=list(GAMMAS), metavar="G",
-                        help="rows of the grid (default: %(default)s)")
+                        help="rows of the grid")
     parser.add_argument("--etas", type=float, nargs="+", default=list(ETAS), metavar="ETA",
-                        help="columns of the grid (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per run (default: %(default)s)")
+                        help="columns of the grid")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per run")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
-                        help="fastrms backend (default: %(default)s)")
+                        help="fastrms backend")
 
 
 def run(args, say):

@@ -5,6 +5,9 @@ from pathlib import Path
 
 from .cli import DEMOS
 
+STYLE = ("<style>body{font-family:sans-serif;max-width:1060px;margin:2em auto}"
+         "pre{background:#f4f4f4;padding:.6em;white-space:pre-wrap}img{max-width:100%}</style>")
+
 
 def write_index(out, results, quick=False):
     """Write ``out/index.html`` from {name: (lines, figure path or None, skip reason or None)}."""
@@ -12,8 +15,7 @@ def write_index(out, results, quick=False):
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8"><title>fastrms demos</title>',
-        "<style>body{font-family:sans-serif;max-width:1060px;margin:2em auto}"
-        "pre{background:#f4f4f4;padding:.6em;white-space:pre-wrap}img{max-width:100%}</style>",
+        STYLE,
         "</head><body>",
         "<h1>The RMSProp chapter of <i>Dive into Deep Learning</i>, on fastrms</h1>",
     ]

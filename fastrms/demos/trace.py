@@ -45,9 +45,9 @@ def rmsprop_path(eta=0.4, gamma=0.9, steps=20, rotated=False, eps=1e-6, backend=
 
 
 def add_arguments(parser):
-    parser.add_argument("--eta", type=float, default=0.4, help="learning rate η (default: %(default)s)")
-    parser.add_argument("--gamma", type=float, default=0.9, help="γ (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=20, help="steps (default: %(default)s)")
+    parser.add_argument("--eta", type=float, default=0.4, help="learning rate η")
+    parser.add_argument("--gamma", type=float, default=0.9, help="γ")
+    parser.add_argument("--steps", type=int, default=20, help="steps")
     parser.add_argument("--rotated", action="store_true",
                         help="exercise 2: f(x) = 0.1 (x1 + x2)^2 + 2 (x1 - x2)^2")
 
