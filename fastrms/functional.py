@@ -1,6 +1,7 @@
 """``rmsprop_update``: one fused, in-place RMSProp step, on whatever backend suits the arrays."""
 
 import functools
+import weakref
 
 import numpy as np
 
@@ -13,12 +14,15 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
     """One in-place step of ``rule`` (a ``fastrms._spec.Rule``); the single route to a backend.
 
     Everything is checked before anything is written: a call that raises leaves every buffer
-    exactly as it was.
+    exactly as it was. ``param``, ``grad``, ``square_avg`` (and the optional buffers) may also be
+    lists of buffers, updated together in one call (see ``_apply_many``).
     """
     arrays = [param, grad, square_avg, momentum_buffer, grad_avg]
     if type(param) is np.ndarray and type(grad) is np.ndarray and type(square_avg) is np.ndarray \
             and momentum_buffer is None and grad_avg is None:
         place = _buffers.HOST  # the common case, without the per-buffer conversion below
+    elif isinstance(param, (list, tuple)):
+        return _apply_many(rule, arrays, step, backend)
     else:
         place = _native_arrays(arrays)
     _check_state_matches(rule, momentum_buffer, grad_avg, step)
@@ -60,6 +64,177 @@ def _check_state_matches(rule, momentum_buffer, grad_avg, step):
         raise ValueError(f"bias_correction needs step, the 1-based index of this step; got {step!r}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Lists of buffers: one call for a whole model (torch's multi_tensor_apply, on any backend).
+
+def _apply_many(rule, columns, step, backend):
+    """``apply`` over lists: ``columns`` = [params, grads, square_avgs, momentum_buffers, grad_avgs].
+
+    Every element is checked (as ``apply`` checks one buffer set, and no written buffer may
+    overlap any other buffer of the whole call) before anything is written. Then each run of
+    elements sharing a dtype (and, with bias correction, a step) goes to the backend's
+    ``update_many`` in one call, or, for backends without one, to ``update`` element by element.
+    """
+    n = len(columns[0])
+    for i, column in enumerate(columns):
+        if i >= 3 and column is None:
+            continue
+        if not isinstance(column, (list, tuple)):
+            raise TypeError(f"param is a list, so {_buffers.NAMES[i]} must be a list too, "
+                            f"got {type(column).__name__}")
+        if len(column) != n:
+            raise ValueError(f"{len(column)} {_buffers.NAMES[i]} buffers for {n} params")
+    steps = list(step) if isinstance(step, (list, tuple)) else [step] * n
+    if len(steps) != n:
+        raise ValueError(f"{len(steps)} steps for {n} params")
+    for t in set(steps) if rule.bias_correction else (None,):
+        _check_state_matches(rule, columns[3], columns[4], t)
+    if n == 0:
+        return
+    columns, place = _native_columns(columns)
+    module = dispatch.resolve(backend, place)
+    table, sizes = _check_many(module, rule, columns)
+    for rows in _runs(columns[0], steps if rule.bias_correction else None):
+        part = [None if c is None else [c[j] for j in rows] for c in columns]
+        t = steps[rows[0]]
+        update_many = getattr(module, "update_many", None)
+        if update_many is not None:
+            update_many(*part, rule, t, table[rows], sizes[rows])
+            continue
+        for j in range(len(rows)):  # a backend without a multi-tensor entry
+            if part[0][j].size:
+                module.update(*(None if c is None else c[j] for c in part), rule, t)
+
+
+def _native_columns(columns):
+    """Native arrays for every buffer of every column, and the one place they all live."""
+    place = None
+    out = []
+    for i, column in enumerate(columns):
+        if column is None:
+            out.append(None)
+            continue
+        natives = []
+        for j, a in enumerate(column):
+            if type(a) is np.ndarray:
+                where = _buffers.HOST
+            else:
+                a, where = _buffers.native(a, f"{_buffers.NAMES[i]}[{j}]")
+            if place is None:
+                place = where
+            elif where != place:
+                raise ValueError(
+                    f"{_buffers.NAMES[i]}[{j}] lives on {where} but param[0] on {place}: "
+                    "all buffers of one call must live in one place"
+                )
+            natives.append(a)
+        out.append(natives)
+    return out, place
+
+
+def _check_many(module, rule, columns):
+    """``_buffers.check`` for every element, with one overlap test for the whole call.
+
+    Returns the pointer table (int64 ``[n, 5]`` data addresses, 0 where absent) and the sizes.
+    """
+    params = columns[0]
+    n = len(params)
+    table = np.zeros((n, 5), dtype=np.int64)
+    sizes = np.empty(n, dtype=np.int64)
+    itemsizes = np.zeros((n, 5), dtype=np.int64)
+    for j, param in enumerate(params):
+        if param.dtype not in module.DTYPES:
+            supported = ", ".join(sorted(d.name for d in module.DTYPES))
+            raise TypeError(f"param[{j}] has dtype {param.dtype}, which backend {module.NAME!r} "
+                            f"does not support (it takes {supported})")
+        state_dtype = rule.state_dtype(param.dtype)
+        shape = param.shape
+        sizes[j] = param.size
+        for i, column in enumerate(columns):
+            if column is None:
+                continue
+            a = column[j]
+            want = param.dtype if i < 2 else state_dtype
+            name = f"{_buffers.NAMES[i]}[{j}]"
+            if a.dtype != want:
+                raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param.dtype} params")
+            if a.shape != shape:
+                raise ValueError(f"{name} has shape {a.shape}, expected param[{j}]'s shape {shape}")
+            flags = a.flags
+            if not flags.c_contiguous:
+                raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
+            if i != 1 and not flags.writeable:
+                raise ValueError(f"{name} is read-only, but fastrms updates it in place")
+            table[j, i] = _address(a)
+            itemsizes[j, i] = a.itemsize
+    _check_disjoint_many(table, sizes, itemsizes)
+    return table, sizes
+
+
+_address_cache = {}  # id(array) -> (weakref, address, nbytes): reading an address costs ~1 µs
+
+
+def _address(a):
+    """The address of ``a``'s first element (NumPy: cached per live array object)."""
+    if type(a) is not np.ndarray:
+        return a.data.ptr  # CuPy
+    key = id(a)
+    entry = _address_cache.get(key)
+    if entry is not None and entry[0]() is a and entry[2] == a.nbytes:
+        return entry[1]
+    address = a.__array_interface__["data"][0]
+    _address_cache[key] = (weakref.ref(a, lambda _, key=key: _address_cache.pop(key, None)),
+                           address, a.nbytes)
+    return address
+
+
+_last_disjoint_table = None  # the last (table, sizes) found disjoint: loops pass the same each step
+
+
+def _check_disjoint_many(table, sizes, itemsizes):
+    """No written buffer (param, state) overlaps another buffer; grads may share memory."""
+    global _last_disjoint_table
+    last = _last_disjoint_table
+    if last is not None and np.array_equal(last[0], table) and np.array_equal(last[1], sizes):
+        return
+    nbytes = sizes[:, None] * itemsizes
+    present = (nbytes > 0) & (itemsizes > 0)
+    written = present.copy()
+    written[:, 1] = False
+    starts, ends = table[written], table[written] + nbytes[written]
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    if starts.size > 1 and (starts[1:] < np.maximum.accumulate(ends)[:-1]).any():
+        raise ValueError(_overlap_message(table, nbytes, present))
+    grads = present[:, 1]
+    g_starts, g_ends = table[grads, 1], table[grads, 1] + nbytes[grads, 1]
+    # Written intervals are now sorted and disjoint: the one starting last before a grad's end
+    # is the only one that can overlap it.
+    before = np.searchsorted(starts, g_ends, side="left") - 1
+    if ((before >= 0) & (ends[np.maximum(before, 0)] > g_starts)).any():
+        raise ValueError(_overlap_message(table, nbytes, present))
+    _last_disjoint_table = (table.copy(), sizes.copy())
+
+
+def _overlap_message(table, nbytes, present):
+    """Name one overlapping pair (the slow pairwise search runs only to report an error)."""
+    spans = [(f"{_buffers.NAMES[i]}[{j}]", table[j, i], table[j, i] + nbytes[j, i], i == 1)
+             for j, i in zip(*np.nonzero(present))]
+    for p, (name_p, start_p, end_p, read_p) in enumerate(spans):
+        for name_q, start_q, end_q, read_q in spans[p + 1:]:
+            if start_p < end_q and start_q < end_p and not (read_p and read_q):
+                return f"{name_p} and {name_q} overlap in memory; each must be its own buffer"
+    return "buffers overlap in memory; each must be its own buffer"
+
+
+def _runs(params, steps):
+    """Index lists of the elements one backend call can take: one dtype (and one step)."""
+    groups = {}
+    for j, p in enumerate(params):
+        groups.setdefault((p.dtype, None if steps is None else steps[j]), []).append(j)
+    return list(groups.values())
+
+
 _rule = functools.lru_cache(maxsize=64, typed=True)(Rule)
 
 
@@ -85,7 +260,9 @@ def rmsprop_update(param, grad, square_avg, *, lr=0.01, alpha=0.9, eps=1e-6, eps
         x ← x − η·u                             no momentum
 
     ``param``, ``grad``, ``square_avg`` (and ``momentum_buffer`` with momentum > 0, ``grad_avg``
-    with centered) are C-contiguous arrays of one shape, all in host memory or all on one GPU:
+    with centered) are C-contiguous arrays of one shape, or lists of such arrays (a multi-tensor
+    step: every element checked first, then one compiled call or GPU launch for the lists;
+    ``step`` may then be a list too), all in host memory or all on one GPU:
     NumPy, CuPy, torch tensors, anything with ``__array_interface__``,
     ``__cuda_array_interface__`` or DLPack. They are updated in place, zero-copy. The defaults are
     the book's (lr 0.01, alpha 0.9, eps 1e-6 inside the root). ``backend`` is "auto" (Numba for

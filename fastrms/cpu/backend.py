@@ -42,6 +42,7 @@ else:
         numba.config.THREADING_LAYER = "omp"
     os.register_at_fork(after_in_child=_after_fork_in_child)
     from .kernels import rmsprop_kernel
+    from .multi import chunks_of, rmsprop_multi_kernel
 
 
 @functools.lru_cache(maxsize=512)
@@ -72,3 +73,39 @@ def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step):
         warnings.warn(f"fastrms: no Numba threading layer loads ({exc}); running single-threaded")
         _serial_only = True
         rmsprop_kernel(rule.modes(), False)(*args)
+
+
+def update_many(params, grads, square_avgs, momentum_buffers, grad_avgs, rule, step, table, sizes):
+    """Update every buffer of the lists in one compiled call (``fastrms.cpu.multi``).
+
+    The lists hold validated, C-contiguous NumPy arrays of one dtype (``momentum_buffers`` and
+    ``grad_avgs`` are None where the rule has none); ``table`` holds their data addresses
+    (int64 ``[len, 5]``, 0 where absent) and ``sizes`` their element counts (int64).
+    """
+    global _serial_only
+    dtype = params[0].dtype
+    k = scalar_array(rule, dtype, step if rule.bias_correction else None)
+    like = _empty(dtype)
+    b_like = like if momentum_buffers is not None else None
+    a_like = like if grad_avgs is not None else None
+    if sizes.sum() < PARALLEL_FROM or _serial_only:
+        rmsprop_multi_kernel(rule.modes(), False)(table, sizes, _no_chunks, k, like, b_like, a_like)
+        return
+    chunks = chunks_of(sizes)
+    try:
+        rmsprop_multi_kernel(rule.modes(), True)(table, sizes, chunks, k, like, b_like, a_like)
+    except ValueError as exc:  # raised before the loop starts: nothing was written
+        if "threading layer" not in str(exc):
+            raise
+        warnings.warn(f"fastrms: no Numba threading layer loads ({exc}); running single-threaded")
+        _serial_only = True
+        rmsprop_multi_kernel(rule.modes(), False)(table, sizes, _no_chunks, k, like, b_like, a_like)
+
+
+@functools.lru_cache(maxsize=None)
+def _empty(dtype):
+    """An empty array of ``dtype``: it tells the multi-tensor loop which dtype to read."""
+    return np.empty(0, dtype=dtype)
+
+
+_no_chunks = np.zeros((0, 3), dtype=np.int64)

@@ -1,0 +1,117 @@
+"""Multi-tensor RMSProp loops: one compiled call updates a whole list of buffers.
+
+The buffers reach the loop as a pointer table (int64 ``[n, 5]``: the data addresses of param, grad,
+square_avg, momentum_buffer, grad_avg; 0 where absent) and a sizes array, as torch's
+``multi_tensor_apply`` passes them on the GPU: Numba would compile a new loop for every length of
+a tuple of arrays, and a typed List costs microseconds per element to build. The addresses are
+turned back into arrays inside the loop (``_view``); the caller has checked every buffer (dtype,
+shape, contiguity, no overlaps) and keeps them alive for the call.
+
+As in ``kernels``, each mode tuple and kind of loop is its own Python function with its own
+``__qualname__`` (numba issue 6845), the element math is ``fastrms.rule``'s, inlined, and there is
+no ``fastmath``: results equal the single-buffer kernels and the NumPy reference bit for bit.
+The parallel loop splits the list into chunks of at most ``CHUNK`` elements (a 10⁶-element tensor
+next to a hundred small ones would otherwise leave all but one thread idle).
+"""
+
+import functools
+
+import numba as nb
+import numpy as np
+from numba import types
+from numba.extending import intrinsic, overload
+
+from .kernels import _JIT, _element, _load, _scalar_tuple, _store
+
+# Columns of the pointer table.
+PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG = range(5)
+CHUNK = 1 << 14  # elements per parallel work item: 64 KiB of float32, well above a task's cost
+
+
+@intrinsic
+def _pointer(typingctx, address, like):
+    """The integer ``address`` as a pointer to ``like``'s dtype (what ``numba.carray`` takes)."""
+    pointer_type = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer_type))
+
+    return pointer_type(address, like), codegen
+
+
+def _view(address, n, like):
+    """A 1-D array of ``n`` elements at ``address``, or None when ``like`` is None (absent)."""
+
+
+@overload(_view, inline="always")
+def _view_impl(address, n, like):
+    if isinstance(like, types.NoneType):
+        return lambda address, n, like: None
+    return lambda address, n, like: nb.carray(_pointer(address, like), n)
+
+
+@functools.lru_cache(maxsize=None)
+def rmsprop_multi_kernel(modes, parallel):
+    """The loop over a pointer table for one mode tuple.
+
+    Serial: ``f(table, sizes, chunks, k, like, b_like, a_like)`` walks the tensors in order
+    (``chunks`` is unused). Parallel: the same signature, one prange item per row of ``chunks``
+    (``[tensor, start, stop]``). ``like`` is an empty array of the dtype; ``b_like`` and ``a_like``
+    are the same, or None where the rule has no momentum buffer / grad average.
+    """
+    if parallel:
+        def loop(table, sizes, chunks, k, like, b_like, a_like):
+            kt = _scalar_tuple(k)
+            for c in nb.prange(chunks.shape[0]):
+                j = chunks[c, 0]
+                n = sizes[j]
+                x = _view(table[j, 0], n, like)
+                g = _view(table[j, 1], n, like)
+                s = _view(table[j, 2], n, like)
+                b = _view(table[j, 3], n, b_like)
+                a = _view(table[j, 4], n, a_like)
+                for i in range(chunks[c, 1], chunks[c, 2]):
+                    gi = g[i]
+                    xi, si, bi, ai = _element(x[i], gi, s[i], _load(b, i, gi), _load(a, i, gi),
+                                              kt, modes)
+                    x[i] = xi
+                    s[i] = si
+                    _store(b, i, bi)
+                    _store(a, i, ai)
+    else:
+        def loop(table, sizes, chunks, k, like, b_like, a_like):
+            kt = _scalar_tuple(k)
+            for j in range(sizes.size):
+                n = sizes[j]
+                x = _view(table[j, 0], n, like)
+                g = _view(table[j, 1], n, like)
+                s = _view(table[j, 2], n, like)
+                b = _view(table[j, 3], n, b_like)
+                a = _view(table[j, 4], n, a_like)
+                for i in range(n):
+                    gi = g[i]
+                    xi, si, bi, ai = _element(x[i], gi, s[i], _load(b, i, gi), _load(a, i, gi),
+                                              kt, modes)
+                    x[i] = xi
+                    s[i] = si
+                    _store(b, i, bi)
+                    _store(a, i, ai)
+
+    kind = "parallel" if parallel else "serial"
+    loop.__name__ = loop.__qualname__ = f"rmsprop_multi_{kind}_" + "_".join(map(str, modes))
+    return nb.njit(parallel=parallel, **_JIT)(loop)
+
+
+@functools.lru_cache(maxsize=64)
+def _chunks_of(sizes_key):
+    sizes = np.frombuffer(sizes_key, dtype=np.int64)
+    rows = [(j, start, min(start + CHUNK, n)) for j, n in enumerate(sizes.tolist())
+            for start in range(0, n, CHUNK)]
+    chunks = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    chunks.flags.writeable = False
+    return chunks
+
+
+def chunks_of(sizes):
+    """``[tensor, start, stop]`` rows covering every element of the tensors of ``sizes``."""
+    return _chunks_of(sizes.tobytes())
