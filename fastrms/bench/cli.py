@@ -1,0 +1,72 @@
+"""``fastrms bench``: argument parsing and the flow of one run."""
+
+import argparse
+
+from . import report, run, runners
+from .traffic import VARIANTS
+
+
+def _sizes(text):
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        sizes.append(2 ** int(part[2:]) if part.startswith("2^") else int(part))
+    if any(n < 1 for n in sizes):
+        raise argparse.ArgumentTypeError("sizes must be positive")
+    return tuple(sizes)
+
+
+def _names(choices):
+    def parse(text):
+        names = tuple(t.strip() for t in text.split(","))
+        unknown = [n for n in names if n not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown: {', '.join(unknown)} (choose from {', '.join(choices)})")
+        return names
+
+    return parse
+
+
+def parser():
+    p = argparse.ArgumentParser(
+        prog="fastrms bench",
+        description="Time the fused RMSProp step against a same-traffic kernel (the memory "
+                    "roofline), torch.optim.RMSprop and the NumPy reference, on CPU and GPU.",
+    )
+    p.add_argument("--quick", action="store_true",
+                   help=f"sizes {', '.join(report._n(n) for n in run.QUICK_SIZES)}, variants "
+                        f"{', '.join(run.QUICK_VARIANTS)}, 5 samples: under a minute")
+    p.add_argument("--sizes", type=_sizes, help="comma-separated element counts, e.g. 2^20,1000")
+    p.add_argument("--variants", type=_names(tuple(VARIANTS)), help="comma-separated, default all")
+    p.add_argument("--backends", type=_names(runners.ALL_BACKENDS), help="comma-separated, default all")
+    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16"))
+    p.add_argument("--repeat", type=int, help="samples per median (default 11, --quick 5)")
+    p.add_argument("--json", metavar="PATH", help="write every figure and the machine to PATH")
+    p.add_argument("--plot", metavar="PATH.png", help="draw GB/s against size (needs matplotlib)")
+    p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
+                   help="compare two saved runs instead of measuring")
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    if args.compare:
+        print(report.compare(report.load(args.compare[0]), report.load(args.compare[1])))
+        return 0
+    sizes = args.sizes or (run.QUICK_SIZES if args.quick else run.FULL_SIZES)
+    variants = args.variants or (run.QUICK_VARIANTS if args.quick else tuple(VARIANTS))
+    backends = args.backends or runners.ALL_BACKENDS
+    repeat = args.repeat or (5 if args.quick else 11)
+    if repeat < 1:
+        raise SystemExit("--repeat must be at least 1")
+    machine = report.machine()
+    print(f"fastrms bench: {machine['cpu']} ({machine['cores']} cores), GPU: {machine['gpu'] or 'none'}")
+    rows = run.run(sizes, variants, backends, args.dtype, repeat, run.progress_bar())
+    print(report.table(rows))
+    if args.json:
+        report.save(args.json, rows, machine)
+        print(f"wrote {args.json}")
+    if args.plot:
+        report.plot(rows, args.plot)
+        print(f"wrote {args.plot}")
+    return 0

@@ -1,0 +1,167 @@
+"""Presenting benchmark rows: the table, the JSON file, a comparison of two runs, the plot."""
+
+import json
+import os
+import platform
+from importlib import metadata
+
+COLUMNS = [
+    # (header, key, format)
+    ("backend", "backend", "{}"),
+    ("device", "device", "{}"),
+    ("variant", "variant", "{}"),
+    ("dtype", "dtype", "{}"),
+    ("n", "n", "{}"),
+    ("median", "median_s", None),
+    ("GB/s", "gbps", "{:.1f}"),
+    ("roofline", "roofline_fraction", "{:.2f}"),
+    ("vs torch", "speedup_vs_torch", "{:.1f}x"),
+    ("vs numpy", "speedup_vs_numpy", "{:.1f}x"),
+]
+
+
+def _duration(seconds):
+    for unit, scale in (("s", 1), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _n(n):
+    exponent = n.bit_length() - 1
+    return f"2^{exponent}" if n == 1 << exponent else str(n)
+
+
+def _cell(row, key, fmt):
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if key == "median_s":
+        return _duration(value)
+    if key == "n":
+        return _n(value)
+    return fmt.format(value)
+
+
+def table(rows):
+    """The measured rows as an aligned text table, then one line per skipped backend."""
+    measured = [r for r in rows if r["skipped"] is None]
+    lines = []
+    if measured:
+        cells = [[h for h, _, _ in COLUMNS]] + [[_cell(r, k, f) for _, k, f in COLUMNS] for r in measured]
+        widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+        for i, c in enumerate(cells):
+            lines.append("  ".join(v.rjust(w) if j >= 4 else v.ljust(w) for j, (v, w) in enumerate(zip(c, widths))))
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+    skipped = {}
+    for r in rows:
+        if r["skipped"] is not None:
+            skipped.setdefault((r["backend"], r["skipped"]), 0)
+            skipped[r["backend"], r["skipped"]] += 1
+    for (backend, reason), count in skipped.items():
+        lines.append(f"skipped {backend} ({count} rows): {reason}")
+    return "\n".join(lines)
+
+
+def machine():
+    """What the figures were measured on."""
+    info = {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": None,
+        "versions": {},
+    }
+    for package in ("fastrms", "numpy", "numba", "torch", "cupy-cuda12x", "cupy-cuda13x"):
+        try:
+            info["versions"][package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    from .. import backends
+
+    if any(b.name == "cupy" and b.usable for b in backends()):
+        import cupy
+
+        props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
+        info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+    return info
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def save(path, rows, machine_info):
+    with open(path, "w") as f:
+        json.dump({"machine": machine_info, "results": rows}, f, indent=1)
+
+
+def load(path):
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or "results" not in data or "machine" not in data:
+        raise ValueError(f"{path} is not a fastrms bench JSON file (no 'machine' and 'results')")
+    return data
+
+
+KEY = ("backend", "device", "variant", "dtype", "n")
+
+
+def compare(a, b):
+    """Rows measured in both runs: GB/s in each and the ratio b/a, as text."""
+    index_a = {tuple(r[k] for k in KEY): r for r in a["results"] if r["skipped"] is None}
+    lines = [f"{'backend':<20} {'variant':<18} {'n':>6} {'A GB/s':>8} {'B GB/s':>8} {'B/A':>6}"]
+    matched = 0
+    for r in b["results"]:
+        old = index_a.get(tuple(r[k] for k in KEY))
+        if old is None or r["skipped"] is not None:
+            continue
+        matched += 1
+        lines.append(f"{r['backend'] + ' ' + r['device']:<20} {r['variant']:<18} {_n(r['n']):>6} "
+                     f"{old['gbps']:>8.1f} {r['gbps']:>8.1f} {r['gbps'] / old['gbps']:>6.2f}")
+    if not matched:
+        lines.append("(no row was measured in both runs)")
+    return "\n".join(lines)
+
+
+def plot(rows, path):
+    """GB/s against size, one line per backend, one panel per variant, the roofline dashed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'fastrms[plots]'") from None
+    measured = [r for r in rows if r["skipped"] is None]
+    variants = list(dict.fromkeys(r["variant"] for r in measured))
+    fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(5 * max(1, len(variants)), 4),
+                             squeeze=False, sharey=True)
+    for ax, variant in zip(axes[0], variants):
+        for device in dict.fromkeys(r["device"] for r in measured):
+            roof = [r for r in measured if r["variant"] == variant and r["device"] == device and r["backend"] in ("numba", "cupy")]
+            if roof:
+                ax.plot([r["n"] for r in roof], [r["roofline_gbps"] for r in roof], "k--",
+                        label=f"same-traffic kernel ({device})")
+        for backend in dict.fromkeys(r["backend"] for r in measured):
+            mine = [r for r in measured if r["variant"] == variant and r["backend"] == backend]
+            ax.plot([r["n"] for r in mine], [r["gbps"] for r in mine], "o-", label=backend)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(variant)
+        ax.set_xlabel("elements")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("GB/s (fused step's bytes)")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,71 @@
+"""Run the benchmark grid: every backend × variant × size, each row next to its roofline."""
+
+import sys
+
+from . import runners, timing
+from .traffic import bytes_per_element, gbps, ratio
+
+FULL_SIZES = tuple(2**k for k in range(10, 27, 2))  # 2¹⁰ … 2²⁶
+QUICK_SIZES = (2**10, 2**16, 2**22, 2**26)
+QUICK_VARIANTS = ("plain", "momentum+centered")
+
+
+def run(sizes, variants, backends, dtype="float32", repeat=11, progress=None):
+    """All rows, as dicts of the JSON schema (``skipped`` is None or the reason)."""
+    rows = []
+    total = len(sizes) * len(variants) * len(backends)
+    for variant in variants:
+        for n in sizes:
+            host = runners.host_buffers(variant, dtype, n)
+            group = [_measure(b, variant, dtype, n, host, repeat) for b in backends]
+            _add_speedups(group)
+            rows.extend(group)
+            if progress:
+                progress(len(rows), total, f"{variant} n={n}")
+            del host
+    return rows
+
+
+def _measure(backend, variant, dtype, n, host, repeat):
+    row = dict(backend=backend, device=None, variant=variant, dtype=str(dtype), n=n,
+               bytes_per_element=bytes_per_element(variant, dtype), median_s=None, gbps=None,
+               roofline_gbps=None, roofline_fraction=None, speedup_vs_torch=None,
+               speedup_vs_numpy=None, skipped=None)
+    try:
+        runner = runners.prepare(backend, variant, dtype, n, host)
+        row["device"] = runner.device
+        # The roofline on the same device, measured right before the row it judges.
+        roof = runners.roofline_runner(runner.device, variant, dtype, n, host)
+        roof_s = timing.median_seconds(roof.step, repeat, roof.sync, roof.clock)
+        seconds = timing.median_seconds(runner.step, repeat, runner.sync, runner.clock)
+    except runners.Skip as why:
+        row["skipped"] = str(why)
+        row["device"] = row["device"] or ("cuda" if backend in runners.GPU_BACKENDS else "cpu")
+        return row
+    row.update(median_s=seconds, gbps=gbps(variant, dtype, n, seconds),
+               roofline_gbps=gbps(variant, dtype, n, roof_s), roofline_fraction=roof_s / seconds)
+    return row
+
+
+def _add_speedups(group):
+    by_backend = {r["backend"]: r for r in group}
+    numpy_s = by_backend.get("numpy", {}).get("median_s")
+    for row in group:
+        torch_row = by_backend.get(runners.TORCH_DEFAULT[row["device"]], {})
+        row["speedup_vs_torch"] = ratio(torch_row.get("median_s"), row["median_s"])
+        row["speedup_vs_numpy"] = ratio(numpy_s, row["median_s"])
+
+
+def progress_bar(stream=sys.stderr, width=30):
+    """A one-line progress bar on a terminal; nothing when ``stream`` is not one."""
+    if not stream.isatty():
+        return None
+
+    def show(done, total, what):
+        filled = width * done // total
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<32}")
+        if done == total:
+            stream.write("\n")
+        stream.flush()
+
+    return show

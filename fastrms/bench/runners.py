@@ -1,0 +1,190 @@
+"""One runner per benchmarked implementation: a ``step()`` over prepared buffers on its device.
+
+``prepare(backend, variant, dtype, n, host)`` returns a ``Runner`` or raises ``Skip`` with the
+reason it cannot run here; ``host`` holds the NumPy buffers (x, g, s, b, a) that host runners
+update in place and GPU runners copy once to the device.
+"""
+
+import itertools
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .traffic import VARIANTS
+
+HOST_BACKENDS = ("numpy", "numba", "torch", "torch-foreach")
+GPU_BACKENDS = ("cupy", "torch-cuda", "torch-cuda-foreach")
+ALL_BACKENDS = HOST_BACKENDS + GPU_BACKENDS
+# What "speedup vs torch" divides by: torch.optim.RMSprop's default path on that device.
+TORCH_DEFAULT = {"cpu": "torch", "cuda": "torch-cuda-foreach"}
+BOOK = dict(lr=0.01, alpha=0.9, eps=1e-6)
+
+
+class Skip(Exception):
+    """This row cannot run here; the message says why."""
+
+
+class Runner(NamedTuple):
+    step: Callable[[], None]
+    device: str  # "cpu" or "cuda"
+    sync: Callable[[], None] = None
+    clock: Callable = None  # a GPU event timer, see timing.median_seconds
+
+
+def host_buffers(variant, dtype, n, seed=0):
+    """x, g, s, b, a as NumPy arrays (b, a None where the variant has no such buffer)."""
+    rng = np.random.default_rng(seed)
+    momentum, centered = VARIANTS[variant]
+    x = rng.standard_normal(n, dtype=np.float32).astype(dtype)
+    g = rng.standard_normal(n, dtype=np.float32).astype(dtype)
+    s = np.ones(n, dtype=dtype)  # a warm state: no denormals, no NaN, steady speed
+    b = np.zeros(n, dtype=dtype) if momentum else None
+    a = np.zeros(n, dtype=dtype) if centered else None
+    return x, g, s, b, a
+
+
+def alternating(g):
+    """g, −g, g, …: a constant gradient would drive the centered variance s − a² to 0 (and, by
+    rounding, below −ε: NaN); alternating signs keeps it at g² with the same memory traffic."""
+    return itertools.cycle((g, -g))
+
+
+def variant_kwargs(variant):
+    momentum, centered = VARIANTS[variant]
+    return dict(momentum=0.9 if momentum else 0.0, centered=centered)
+
+
+def prepare(backend, variant, dtype, n, host):
+    try:
+        make = _RUNNERS[backend]
+    except KeyError:
+        raise ValueError(f"unknown benchmark backend {backend!r}; choose from {', '.join(ALL_BACKENDS)}") from None
+    return make(variant, dtype, n, host)
+
+
+def _fastrms(name):
+    def make(variant, dtype, n, host):
+        import fastrms
+
+        info = {b.name: b for b in fastrms.backends()}[name]
+        if not info.usable:
+            raise Skip(info.reason)
+        x, g, s, b, a = host
+        kw = dict(BOOK, **variant_kwargs(variant), momentum_buffer=b, grad_avg=a, backend=name)
+        try:
+            fastrms.rmsprop_update(x, g, s, **kw)
+        except (TypeError, ValueError) as exc:  # e.g. a dtype this backend does not take
+            raise Skip(str(exc)) from None
+        grads = alternating(g)
+        return Runner(lambda: fastrms.rmsprop_update(x, next(grads), s, **kw), "cpu")
+
+    return make
+
+
+def _torch_step(param, grad, variant, foreach):
+    """``step()`` of torch.optim.RMSprop on one param, its gradient alternating in sign."""
+    import torch
+
+    opt = torch.optim.RMSprop([param], foreach=foreach, **BOOK, **variant_kwargs(variant))
+    grads = alternating(grad)
+
+    def step():
+        param.grad = next(grads)
+        opt.step()
+
+    return step
+
+
+def _torch_cpu(foreach):
+    def make(variant, dtype, n, host):
+        torch = _import_torch()
+        x, g = host[0], host[1]
+        p = torch.nn.Parameter(torch.from_numpy(x.copy()))
+        return Runner(_torch_step(p, torch.from_numpy(g), variant, foreach), "cpu")
+
+    return make
+
+
+def _import_torch():
+    try:
+        import torch
+    except ImportError:
+        raise Skip("torch is not installed (pip install 'fastrms[torch]')") from None
+    return torch
+
+
+def _cupy_clock(cupy):
+    def clock(step, inner, sync):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        for _ in range(inner):
+            step()
+        end.record()
+        end.synchronize()
+        return cupy.cuda.get_elapsed_time(start, end) / 1e3
+
+    return clock
+
+
+def _gpu_or_skip():
+    import fastrms
+
+    info = {b.name: b for b in fastrms.backends()}["cupy"]
+    if not info.usable:
+        raise Skip(info.reason)
+    import cupy
+
+    return cupy
+
+
+def _cupy_runner(variant, dtype, n, host):
+    cupy = _gpu_or_skip()
+    import fastrms
+
+    x, g, s, b, a = (None if v is None else cupy.asarray(v) for v in host)
+    kw = dict(BOOK, **variant_kwargs(variant), momentum_buffer=b, grad_avg=a, backend="cupy")
+    grads = alternating(g)
+    return Runner(lambda: fastrms.rmsprop_update(x, next(grads), s, **kw), "cuda",
+                  sync=cupy.cuda.runtime.deviceSynchronize, clock=_cupy_clock(cupy))
+
+
+def _torch_cuda(foreach):
+    def make(variant, dtype, n, host):
+        cupy = _gpu_or_skip()
+        torch = _import_torch()
+        if not torch.cuda.is_available():
+            raise Skip("this torch build has no CUDA")
+        p = torch.nn.Parameter(torch.from_numpy(host[0]).cuda())
+        step = _torch_step(p, torch.from_numpy(host[1]).cuda(), variant, foreach)
+        return Runner(step, "cuda", sync=torch.cuda.synchronize, clock=_cupy_clock(cupy))
+
+    return make
+
+
+_RUNNERS = {
+    "numpy": _fastrms("numpy"),
+    "numba": _fastrms("numba"),
+    "torch": _torch_cpu(foreach=False),
+    "torch-foreach": _torch_cpu(foreach=True),
+    "cupy": _cupy_runner,
+    "torch-cuda": _torch_cuda(foreach=False),
+    "torch-cuda-foreach": _torch_cuda(foreach=True),
+}
+
+
+def roofline_runner(device, variant, dtype, n, host):
+    """A kernel with the step's memory traffic and one multiply-add per element, on ``device``."""
+    if device == "cpu":
+        from ..cpu.backend import PARALLEL_FROM
+        from ..cpu.kernels import same_traffic_parallel, same_traffic_serial
+
+        kernel = same_traffic_parallel if n >= PARALLEL_FROM else same_traffic_serial
+        x, g, s, b, a = (None if v is None else v.copy() for v in host)
+        k = np.array([0.5], dtype=x.dtype)
+        return Runner(lambda: kernel(x, g, s, b, a, k), "cpu")
+    cupy = _gpu_or_skip()
+    from .gpu_roofline import same_traffic
+
+    x, g, s, b, a = (None if v is None else cupy.asarray(v) for v in host)
+    return Runner(lambda: same_traffic(x, g, s, b, a), "cuda",
+                  sync=cupy.cuda.runtime.deviceSynchronize, clock=_cupy_clock(cupy))
