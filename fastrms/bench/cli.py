@@ -60,7 +60,8 @@ def main(argv=None):
     if repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     machine = report.machine()
-    print(f"fastrms bench: {machine['cpu']} ({machine['cores']} cores), GPU: {machine['gpu'] or 'none'}")
+    print(f"fastrms bench: {machine['cpu']} ({machine['cores']} cores), GPU: {machine['gpu'] or 'none'}; "
+          f"import fastrms: {machine['import_fastrms_s'] * 1e3:.0f} ms")
     rows = run.run(sizes, variants, backends, args.dtype, repeat, run.progress_bar())
     print(report.table(rows))
     if args.json:

@@ -3,6 +3,8 @@
 import json
 import os
 import platform
+import subprocess
+import sys
 from importlib import metadata
 
 COLUMNS = [
@@ -73,6 +75,7 @@ def machine():
         "python": platform.python_version(),
         "gpu": None,
         "versions": {},
+        "import_fastrms_s": min(import_seconds() for _ in range(3)),
     }
     for package in ("fastrms", "numpy", "numba", "torch", "cupy-cuda12x", "cupy-cuda13x"):
         try:
@@ -87,6 +90,13 @@ def machine():
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         info["gpu"] = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
     return info
+
+
+def import_seconds():
+    """Wall time of ``import fastrms`` in a fresh interpreter (what a user's script pays)."""
+    code = "import time; t = time.perf_counter(); import fastrms; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout)
 
 
 def _cpu_model():
