@@ -1,0 +1,457 @@
+"""``fastrms.torch.RMSprop``: a drop-in for ``torch.optim.RMSprop`` whose step is one fused call.
+
+Import it explicitly (``from fastrms.torch import RMSprop``); ``import fastrms`` never imports
+torch. It is a real ``torch.optim.Optimizer``: param groups, ``zero_grad``, step and state-dict
+hooks, ``torch.optim.lr_scheduler`` all work as with torch's. The formula is torch's (convention
+"torch" of ``fastrms._spec``: ε outside the root, lerp-form grad average, lr outside the momentum
+buffer), and ``state_dict()`` uses torch's layout, so either optimizer loads the other's state.
+
+How each step runs: every group's tensors go, per (device, dtype), to ``fastrms.functional.apply``
+as lists, i.e. one compiled Numba call for all CPU tensors (through NumPy views of their own
+memory) and one CuPy launch sequence for the CUDA tensors (zero copy, through
+``fastrms.cuda.arrays``). With ``flatten=True`` the params are re-pointed at the beginning into one
+``FlatBuffer`` per (group, device, dtype), so that a step is one single-buffer call each.
+
+What it does with torch's other arguments and inputs:
+
+- ``foreach``: accepted and ignored (there is one fused path); kept in the param groups.
+- ``capturable=True``, ``differentiable=True``: ValueError (no CUDA-graph capture, no autograd
+  through the step).
+- params whose ``.grad`` is None are skipped, as torch skips them (no state, no step count).
+- sparse gradients: RuntimeError, as torch's.
+- complex params: handled as torch handles them, as real views (re and im updated as two reals;
+  the state stays complex, as torch's).
+- non-contiguous params (e.g. channels_last): ValueError naming the param, unless
+  ``flatten=True``, which copies them into the flat buffer (they become contiguous views).
+- on the CPU: float32, float64, complex64, complex128 (TypeError otherwise). Half-precision CUDA
+  params keep float32 state (torch keeps it in the param dtype; the numbers differ slightly).
+- alpha must lie in [0, 1] (torch does not check); other values are validated like torch's.
+- every update bumps the autograd version counter of the tensors it wrote
+  (``torch.autograd.graph.increment_version``), as torch's in-place ops do.
+
+``state_dict()`` adds ``"fastrms": {"format": FORMAT, "flatten": ...}`` at the top level, which
+torch ignores; loading accepts torch's own state dicts (no such key), a change of device or dtype
+(torch's casting rules) and a change of ``flatten``.
+"""
+
+import functools
+
+import torch
+
+from ._spec import rule_for
+from .flat import FlatBuffer
+from .functional import apply
+
+FORMAT = 1  # version of the state-dict layout written under the key "fastrms"
+STATE_BUFFERS = ("square_avg", "momentum_buffer", "grad_avg")
+_HOST_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+_HALF = (torch.float16, torch.bfloat16)
+
+try:  # torch's step-counter dtype (float32, or float64 under a float64 default dtype)
+    from torch.optim.optimizer import _get_scalar_dtype
+except ImportError:  # pragma: no cover - older/newer torch
+    def _get_scalar_dtype():
+        return torch.float32
+
+
+@functools.lru_cache(maxsize=256)
+def _torch_rule(lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    return rule_for("torch", lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                    momentum=momentum, centered=centered, maximize=maximize)
+
+
+def rule_of(group):
+    """The ``fastrms`` rule of a param group (cached: one ``Rule`` per set of values)."""
+    lr = group["lr"]
+    if isinstance(lr, torch.Tensor):
+        lr = lr.item()
+    return _torch_rule(float(lr), float(group["alpha"]), float(group["eps"]),
+                       float(group["weight_decay"]), float(group["momentum"]),
+                       bool(group["centered"]), bool(group["maximize"]))
+
+
+class RMSprop(torch.optim.Optimizer):
+    """``torch.optim.RMSprop`` with the same arguments, defaults and numbers, stepped by fastrms.
+
+    ``flatten=True`` packs each group's params (per device and dtype) into one flat buffer and
+    re-points them there (``p.data``), so that a step is one fused call per buffer. Gradients that
+    autograd allocates afresh (after ``zero_grad(set_to_none=True)``, torch's default) are copied
+    into the flat gradient buffer at the step, and ``p.grad`` is re-pointed to its view, so
+    with ``zero_grad(set_to_none=False)`` the next backward accumulates in place.
+    ``backend`` is passed to ``fastrms.functional.apply`` ("auto": Numba on the CPU, CuPy on CUDA).
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
+                 centered=False, maximize=False, foreach=None, capturable=False,
+                 differentiable=False, flatten=False, backend="auto"):
+        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
+                        weight_decay=weight_decay, capturable=capturable, foreach=foreach,
+                        maximize=maximize, differentiable=differentiable)
+        self.flatten = bool(flatten)
+        self.backend = backend
+        self._host_views = {}  # param -> _HostViews: NumPy views of a CPU param and its state
+        self._flat = []  # per param group: its _FlatGroups (flatten=True)
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in (("momentum", 0), ("centered", False), ("foreach", None),
+                               ("maximize", False), ("differentiable", False),
+                               ("capturable", False)):
+                group.setdefault(key, value)
+
+    def add_param_group(self, param_group):
+        super().add_param_group(param_group)
+        try:
+            _check_group(self.param_groups[-1])
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+        self._flat.append([])
+        if self.flatten:
+            self._flatten_group(len(self.param_groups) - 1)
+
+    # -- the step ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One step for every param with a gradient; returns ``closure()``'s loss if given.
+
+        Every group is checked and its state allocated before any param is written.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        calls = []
+        for index, group in enumerate(self.param_groups):
+            _check_group(group)
+            rule = rule_of(group)
+            if self.flatten:
+                calls += self._flat_calls(index, group, rule)
+            else:
+                calls += self._tensor_calls(group, rule)
+        for call in calls:
+            call.run(self.backend)
+        return loss
+
+    def _tensor_calls(self, group, rule):
+        """One ``_Call`` per (device, dtype) of the group's params with a gradient."""
+        buckets = {}
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            grad = _checked_grad(p)
+            if not p.is_contiguous():
+                raise ValueError(
+                    f"param of shape {tuple(p.shape)} is not contiguous (strides {p.stride()}): "
+                    "fastrms updates params in place and needs contiguous ones; call "
+                    ".contiguous() on it (or on the module: no channels_last), or pass flatten=True"
+                )
+            _check_dtype(p)
+            state = self._state_of(p, group)
+            call = buckets.get((p.device, p.dtype))
+            if call is None:
+                call = buckets[(p.device, p.dtype)] = _Call(rule, group)
+            if p.device.type == "cpu":
+                views = self._views_of(p, state)
+                call.add(views.arrays, _host_array(grad.contiguous()))
+            else:
+                call.add(tuple(None if t is None else _real(t) for t in
+                               (p, state["square_avg"], state.get("momentum_buffer"),
+                                state.get("grad_avg"))), _real(grad.contiguous()))
+            call.written += [p] + [state[k] for k in STATE_BUFFERS if state.get(k) is not None]
+            call.steps.append(state["step"])
+        return list(buckets.values())
+
+    def _state_of(self, p, group):
+        """``self.state[p]``, created as torch creates it (and completed if the group changed)."""
+        state = self.state[p]
+        if len(state) == 0:
+            state["step"] = torch.zeros((), dtype=_get_scalar_dtype())
+        if not torch.is_tensor(state["step"]):
+            state["step"] = torch.tensor(float(state["step"]), dtype=_get_scalar_dtype())
+        dtype = torch.float32 if p.dtype in _HALF else p.dtype
+        for key, wanted in zip(STATE_BUFFERS, (True, group["momentum"] > 0, group["centered"])):
+            if not wanted:
+                continue
+            buffer = state.get(key)
+            if buffer is None:
+                state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.contiguous_format)
+            elif buffer.dtype != dtype or buffer.device != p.device or not buffer.is_contiguous() \
+                    or buffer.shape != p.shape:
+                state[key] = buffer.to(device=p.device, dtype=dtype).contiguous().reshape(p.shape)
+        return state
+
+    def _views_of(self, p, state):
+        """Cached NumPy views of a CPU param and its state (rebuilt when any of them changed)."""
+        views = self._host_views.get(p)
+        if views is None or not views.current(p, state):
+            views = self._host_views[p] = _HostViews(p, state)
+        return views
+
+    # -- flatten=True -----------------------------------------------------------------------
+
+    def _flatten_group(self, index):
+        """Pack group ``index``'s params into one ``FlatBuffer`` per (device, dtype)."""
+        group = self.param_groups[index]
+        buckets = {}
+        for p in group["params"]:
+            _check_dtype(p)
+            buckets.setdefault((p.device, p.dtype), []).append(p)
+        self._flat[index] = [_FlatGroup(params, self.state) for params in buckets.values()]
+        self._host_views.clear()
+
+    def _flat_calls(self, index, group, rule):
+        flats = self._flat[index]
+        if any(not fg.current() for fg in flats) or sum(len(fg.params) for fg in flats) \
+                != len(group["params"]):
+            self._flatten_group(index)  # params moved (model.to(...)) or the group changed
+            flats = self._flat[index]
+        names = _state_names(rule)
+        calls = []
+        for fg in flats:
+            with_grad = [j for j, p in enumerate(fg.params) if p.grad is not None]
+            if not with_grad:
+                continue
+            for j in with_grad:
+                _checked_grad(fg.params[j])
+            if fg.bound_names != names:  # the group's momentum or centered changed
+                fg.bound.clear()
+                fg.bound_names = names
+            for j in with_grad:
+                if j not in fg.bound:
+                    fg.bind(j, self._state_of(fg.params[j], group))
+                    fg.bound.add(j)
+            calls.append(fg.call(rule, group, with_grad, names))
+        return calls
+
+    # -- state dicts ------------------------------------------------------------------------
+
+    def state_dict(self):
+        """torch's state dict, plus ``"fastrms": {"format", "flatten"}`` (torch ignores it).
+
+        With ``flatten=True`` the state tensors are copies (the live ones are views of the flat
+        buffers, which torch's loader would otherwise adopt and update as its own).
+        """
+        saved = super().state_dict()
+        if self.flatten:
+            saved["state"] = {
+                key: {name: v.clone() if torch.is_tensor(v) else v for name, v in s.items()}
+                for key, s in saved["state"].items()
+            }
+        saved["fastrms"] = {"format": FORMAT, "flatten": self.flatten}
+        return saved
+
+    def load_state_dict(self, state_dict):
+        """Load ours (any format up to ``FORMAT``, flat or not) or torch.optim.RMSprop's."""
+        info = state_dict.get("fastrms", {"format": 0})
+        if info.get("format", 0) > FORMAT:
+            raise ValueError(
+                f"state dict format {info['format']} was written by a newer fastrms "
+                f"(this one reads up to {FORMAT})"
+            )
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
+        for group in self.param_groups:
+            _check_group(group)
+        self._host_views.clear()
+        if self.flatten:
+            for index in range(len(self.param_groups)):
+                if all(fg.current() for fg in self._flat[index]):
+                    for fg in self._flat[index]:
+                        fg.rebind(self.state)
+                else:
+                    self._flatten_group(index)
+
+
+class _Call:
+    """One ``apply`` over lists (or whole flat buffers), then the step counts and versions."""
+
+    def __init__(self, rule, group):
+        self.rule, self.group = rule, group
+        self.columns = ([], [], [], [], [])  # param, grad, square_avg, momentum_buffer, grad_avg
+        self.written = []  # tensors whose version counters to bump
+        self.steps = []  # step tensors to increment
+        self.step_block = None  # (flat step tensor, index) with flatten=True
+
+    def add(self, arrays, grad):
+        """Append one param's buffers (param, square_avg, momentum_buffer, grad_avg) and grad."""
+        param, square_avg, momentum_buffer, grad_avg = arrays
+        for column, a in zip(self.columns, (param, grad, square_avg, momentum_buffer, grad_avg)):
+            column.append(a)
+
+    def run(self, backend):
+        """The update (lists: one multi-tensor call; whole flat buffers: one plain call)."""
+        params, grads, square_avgs, momentum_buffers, grad_avgs = self.columns
+        rule = self.rule
+        apply(rule, params, grads, square_avgs,
+              momentum_buffers if rule.momentum != 0 else None,
+              grad_avgs if rule.centered else None, backend=backend)
+        if self.step_block is not None:
+            steps, index = self.step_block
+            if index is None:
+                steps.add_(1)
+            else:
+                steps.index_add_(0, index, torch.ones(len(index), dtype=steps.dtype))
+        elif self.steps:
+            torch._foreach_add_(self.steps, 1)
+        torch.autograd.graph.increment_version(self.written)
+
+
+class _HostViews:
+    """NumPy views of a CPU param's memory and of its state buffers, made once and reused."""
+
+    def __init__(self, p, state):
+        self.key = _views_key(p, state)
+        self.arrays = tuple(None if t is None else _host_array(t) for t in
+                            (p, state["square_avg"], state.get("momentum_buffer"),
+                             state.get("grad_avg")))
+
+    def current(self, p, state):
+        return self.key == _views_key(p, state)
+
+
+def _views_key(p, state):
+    return (p.data_ptr(), p.dtype, p.shape) + tuple(
+        None if state.get(k) is None else id(state[k]) for k in STATE_BUFFERS)
+
+
+class _FlatGroup:
+    """The params of one (group, device, dtype), re-pointed into one ``FlatBuffer``.
+
+    Their state lives in flat buffers of the same layout (``self.state[p]`` holds views of them),
+    and their step counts in one tensor (``self.state[p]["step"]`` is a 0-d view of it).
+    """
+
+    def __init__(self, params, optimizer_state):
+        self.params = params
+        self.flat = FlatBuffer([p.detach() for p in params])
+        for p, view in zip(params, self.flat.views):
+            p.data = view
+        for p, grad_view in zip(params, self.flat.grad_views):
+            if p.grad is not None and p.grad.layout == torch.strided:
+                grad_view.copy_(p.grad)
+                p.grad = grad_view
+        self.addresses = [p.data_ptr() for p in params]
+        self.state_buffers = {}  # name -> (flat buffer, views)
+        self.steps = torch.zeros(len(params), dtype=_get_scalar_dtype())
+        self.step_views = [self.steps[j] for j in range(len(params))]
+        self.host = {}  # (address, numel) of a whole flat tensor -> its NumPy view (CPU)
+        self.bound = set()  # indices whose optimizer state holds views of these buffers
+        self.bound_names = ()
+        self.rebind(optimizer_state)
+
+    def current(self):
+        """Whether every param still lives in this flat buffer (``model.to(...)`` moves them)."""
+        return all(p.data_ptr() == a for p, a in zip(self.params, self.addresses))
+
+    def rebind(self, optimizer_state):
+        """Move existing state (loaded, or from before flattening) into the flat buffers."""
+        self.bound.clear()
+        for j, p in enumerate(self.params):
+            state = optimizer_state.get(p)
+            if state:
+                self.bind(j, state)
+
+    def buffer(self, name):
+        if name not in self.state_buffers:
+            p = self.params[0]
+            dtype = torch.float32 if p.dtype in _HALF else p.dtype
+            data = self.flat.new_buffer(dtype=dtype)
+            self.state_buffers[name] = (data, self.flat.views_of(data))
+        return self.state_buffers[name]
+
+    def bind(self, j, state):
+        """Make ``state``'s buffers and step views of this group's flat tensors (copying values)."""
+        step = self.step_views[j]
+        if state.get("step") is not step:
+            if "step" in state:
+                step.fill_(float(state["step"]))
+            state["step"] = step
+        for name in STATE_BUFFERS:
+            if state.get(name) is None:
+                continue
+            view = self.buffer(name)[1][j]
+            if state[name] is not view:
+                view.copy_(state[name].reshape(view.shape))
+                state[name] = view
+
+    def call(self, rule, group, with_grad, names):
+        """The ``_Call`` that steps the params ``with_grad`` (all: one whole-buffer call)."""
+        call = _Call(rule, group)
+        grad_views = self.flat.grad_views
+        for j in with_grad:  # gather gradients autograd allocated outside the flat buffer
+            p, view = self.params[j], grad_views[j]
+            if p.grad is not view and (p.grad.data_ptr() != view.data_ptr()
+                                       or p.grad.shape != view.shape):
+                view.copy_(p.grad)
+                p.grad = view
+        state_flats = [self.buffer(n) for n in names]
+        if len(with_grad) == len(self.params):
+            columns = [self._native(t) for t in [self.flat.data, self.flat.grad]
+                       + [flat for flat, _ in state_flats]]
+            call.step_block = (self.steps, None)
+            call.written = list(self.params) + [flat for flat, _ in state_flats]
+        else:
+            columns = [[self._native(views[j]) for j in with_grad] for views in
+                       [self.flat.views, grad_views] + [views for _, views in state_flats]]
+            call.step_block = (self.steps, torch.tensor(with_grad, dtype=torch.long))
+            call.written = [self.params[j] for j in with_grad] + [flat for flat, _ in state_flats]
+        by_name = dict(zip(names, columns[2:]))
+        call.columns = (columns[0], columns[1], by_name["square_avg"],
+                        by_name.get("momentum_buffer"), by_name.get("grad_avg"))
+        return call
+
+    def _native(self, t):
+        """What ``apply`` takes: a NumPy view of a CPU tensor (cached for the flat ones)."""
+        if t.device.type != "cpu":
+            return _real(t)
+        key = (t.data_ptr(), t.numel())
+        array = self.host.get(key)
+        if array is None:
+            array = _host_array(t)
+            if t.numel() == self.flat.size:
+                self.host[key] = array
+        return array
+
+
+def _state_names(rule):
+    """The state buffers ``rule`` reads and writes."""
+    return tuple(n for n, on in zip(STATE_BUFFERS, (True, rule.momentum != 0, rule.centered)) if on)
+
+
+def _check_group(group):
+    if group.get("capturable"):
+        raise ValueError("capturable=True is not supported: fastrms steps are not CUDA-graph "
+                         "capturable (their scalars are cast on the host)")
+    if group.get("differentiable"):
+        raise ValueError("differentiable=True is not supported: the fused step updates in place, "
+                         "outside autograd")
+    rule_of(group)  # validates the hyperparameters (ValueError)
+
+
+def _checked_grad(p):
+    grad = p.grad
+    if grad.is_sparse or grad.layout != torch.strided:
+        raise RuntimeError("RMSprop does not support sparse gradients")
+    return grad
+
+
+def _check_dtype(p):
+    if p.device.type == "cpu" and p.dtype not in _HOST_DTYPES:
+        raise TypeError(f"fastrms.torch.RMSprop updates float32, float64, complex64 and complex128 "
+                        f"CPU params; got a {p.dtype} param of shape {tuple(p.shape)}")
+
+
+def _real(t):
+    """``t`` detached, complex tensors as their real view (torch's own treatment)."""
+    t = t.detach()
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def _host_array(t):
+    """A NumPy array over a CPU tensor's own memory (complex as real pairs)."""
+    return _real(t).numpy()
