@@ -65,7 +65,8 @@ def check(backend, rule, arrays):
         flags = a.flags
         if not flags.c_contiguous:
             raise ValueError(f"{NAMES[i]} must be C-contiguous (fastrms updates buffers in place)")
-        if i != 1 and not flags.writeable:
+        # CuPy arrays have no writeable flag; fastrms.cuda.arrays refuses read-only GPU buffers.
+        if i != 1 and not getattr(flags, "writeable", True):
             raise ValueError(f"{NAMES[i]} is read-only, but fastrms updates it in place")
     if param.size:
         _check_disjoint(arrays)

@@ -1,0 +1,265 @@
+// fastrms: the fused RMSProp step as CUDA C++ (loaded by fastrms/cuda/loader.py via cupy.RawModule).
+//
+// Self-contained on purpose: CuPy's compile cache hashes this source string only, so a user
+// header would go stale unseen. It includes nothing but the CUDA toolkit's half-precision headers.
+//
+// The element function below spells fastrms/rule.py line by line (same names, same order). With
+// the scalars cast once on the host (fastrms/_spec.py: Rule.scalars), no literals here, IEEE sqrt
+// and division, and no fused multiply-add (--fmad=false), every operation rounds exactly as in
+// the NumPy reference; the host-emulation tests (tests/native/) check that bit for bit.
+//
+// Instances: the kernel is a template on the param dtype and on the two structural flags (is there
+// a momentum buffer, a grad average), which decide what is loaded and stored: 4 x 2 x 2 = 16. The
+// remaining modes (maximize, weight decay form, centered form, eps placement, bias correction,
+// momentum form) are uniform runtime arguments: every thread takes the same branch, which costs a
+// few predicated instructions in a kernel bound by memory traffic, whereas making them template
+// parameters too would mean 384 mode combinations x 4 dtypes to compile and cache.
+
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+namespace fastrms {
+
+// Positions in the scalar array k and the mode array m, and the values of each mode:
+// the same numbers as fastrms/rule.py.
+enum Scalar { LR, ALPHA, ONE_MINUS_ALPHA, EPS, WEIGHT_DECAY, MOMENTUM, LERP_WEIGHT, BIAS_CORRECTION,
+              N_SCALARS };
+enum Mode { MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORRECTED, MOMENTUM_MODE,
+            N_MODES };
+enum { WD_NONE, WD_COUPLED, WD_DECOUPLED };
+enum { CENTERED_NONE, CENTERED_EMA, CENTERED_LERP_FROM_AVG, CENTERED_LERP_FROM_GRAD };
+enum { MOMENTUM_NONE, MOMENTUM_LR_OUTSIDE, MOMENTUM_LR_INSIDE, MOMENTUM_NESTEROV };
+
+// IEEE square roots (the compile options contain no fast-math flag).
+__host__ __device__ __forceinline__ float root(float v) { return sqrtf(v); }
+__host__ __device__ __forceinline__ double root(double v) { return sqrt(v); }
+
+// One RMSProp step on one element, in the compute type T: fastrms/rule.py's rmsprop_element.
+template <typename T>
+__host__ __device__ __forceinline__ void rmsprop_element(T& x, T g, T& s, T& b, T& a,
+                                                         const T (&k)[N_SCALARS],
+                                                         const int (&m)[N_MODES]) {
+    const T lr = k[LR];
+    if (m[MAXIMIZE]) {
+        g = -g;
+    }
+    if (m[WEIGHT_DECAY_MODE] == WD_COUPLED) {
+        g = g + k[WEIGHT_DECAY] * x;
+    } else if (m[WEIGHT_DECAY_MODE] == WD_DECOUPLED) {
+        x = x - x * k[WEIGHT_DECAY] * lr;
+    }
+
+    s = k[ALPHA] * s + k[ONE_MINUS_ALPHA] * g * g;
+
+    const int centered = m[CENTERED_MODE];
+    if (centered == CENTERED_EMA) {
+        a = k[ALPHA] * a + k[ONE_MINUS_ALPHA] * g;
+    } else if (centered == CENTERED_LERP_FROM_AVG) {
+        a = a + k[LERP_WEIGHT] * (g - a);
+    } else if (centered == CENTERED_LERP_FROM_GRAD) {
+        a = g - (g - a) * k[LERP_WEIGHT];
+    }
+
+    T v;
+    if (m[BIAS_CORRECTED]) {
+        const T c = k[BIAS_CORRECTION];
+        v = s / c;
+        if (centered != CENTERED_NONE) {
+            v = v - (a / c) * (a / c);
+        }
+    } else if (centered != CENTERED_NONE) {
+        v = s - a * a;
+    } else {
+        v = s;
+    }
+
+    T d;
+    if (m[EPS_IN_SQRT]) {
+        d = root(v + k[EPS]);
+    } else {
+        d = root(v) + k[EPS];
+    }
+    const T u = g / d;
+
+    const int momentum = m[MOMENTUM_MODE];
+    if (momentum == MOMENTUM_LR_OUTSIDE) {
+        b = k[MOMENTUM] * b + u;
+        x = x - lr * b;
+    } else if (momentum == MOMENTUM_LR_INSIDE) {
+        b = k[MOMENTUM] * b + lr * u;
+        x = x - b;
+    } else if (momentum == MOMENTUM_NESTEROV) {
+        b = k[MOMENTUM] * b + lr * u;
+        x = x - (lr * u + k[MOMENTUM] * b);
+    } else {
+        x = x - lr * u;
+    }
+}
+
+// Param dtype -> compute (and state) dtype, with the conversions. Half types compute and keep
+// state in float32 and round params back to nearest even.
+template <typename P> struct Precision;
+template <> struct Precision<float> {
+    using T = float;
+    __host__ __device__ __forceinline__ static T widen(float v) { return v; }
+    __host__ __device__ __forceinline__ static float narrow(T v) { return v; }
+};
+template <> struct Precision<double> {
+    using T = double;
+    __host__ __device__ __forceinline__ static T widen(double v) { return v; }
+    __host__ __device__ __forceinline__ static double narrow(T v) { return v; }
+};
+template <> struct Precision<__half> {
+    using T = float;
+    __host__ __device__ __forceinline__ static T widen(__half v) { return __half2float(v); }
+    __host__ __device__ __forceinline__ static __half narrow(T v) { return __float2half_rn(v); }
+};
+template <> struct Precision<__nv_bfloat16> {
+    using T = float;
+    __host__ __device__ __forceinline__ static T widen(__nv_bfloat16 v) { return __bfloat162float(v); }
+    __host__ __device__ __forceinline__ static __nv_bfloat16 narrow(T v) { return __float2bfloat16_rn(v); }
+};
+
+// The modes, hidden from the optimizer: element by element, the compiler would otherwise thread
+// each uniform branch into the next element's copy of it (and hoist them out of the loops), cloning
+// the loop bodies once per mode combination: 500k lines of PTX and a ptxas that runs for minutes.
+// An empty asm statement costs nothing at run time and makes every copy a fresh, unknown value.
+struct Modes {
+    int m[N_MODES];
+};
+__host__ __device__ __forceinline__ Modes opaque(const int (&m)[N_MODES]) {
+    Modes fresh;
+    for (int q = 0; q < N_MODES; ++q) {
+        int v = m[q];
+        asm volatile("" : "+r"(v));
+        fresh.m[q] = v;
+    }
+    return fresh;
+}
+
+// N consecutive elements moved as whole 16-byte words: one 128-bit load/store per 16 bytes.
+template <typename E, int N>
+struct alignas(16) Pack {
+    E v[N];
+};
+
+// Elements per thread on the vector path: one 16-byte word of params (4 float, 2 double, 8 half).
+// Launchers must use the same number (fastrms/cuda/loader.py: vector_width).
+template <typename P> struct Vector { static constexpr int width = 16 / sizeof(P); };
+
+template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
+struct Step {
+    using T = typename Precision<P>::T;
+
+    // One element at index i (the scalar path: heads, tails, unaligned views). Absent state
+    // buffers are stood in for by g, as in fastrms/reference.py; the rule leaves them unused.
+    __host__ __device__ __forceinline__ static void one(
+        long long i, P* __restrict__ param, const P* __restrict__ grad, T* __restrict__ square_avg,
+        T* __restrict__ momentum_buffer, T* __restrict__ grad_avg,
+        const T (&k)[N_SCALARS], const int (&m)[N_MODES]) {
+        T x = Precision<P>::widen(param[i]);
+        const T g = Precision<P>::widen(grad[i]);
+        T s = square_avg[i];
+        T b = HAS_MOMENTUM ? momentum_buffer[i] : g;
+        T a = HAS_GRAD_AVG ? grad_avg[i] : g;
+        rmsprop_element(x, g, s, b, a, k, opaque(m).m);
+        param[i] = Precision<P>::narrow(x);
+        square_avg[i] = s;
+        if (HAS_MOMENTUM) momentum_buffer[i] = b;
+        if (HAS_GRAD_AVG) grad_avg[i] = a;
+    }
+
+    // W elements from index i, every buffer 16-byte aligned there (the launcher guarantees it).
+    __host__ __device__ __forceinline__ static void packed(
+        long long i, P* __restrict__ param, const P* __restrict__ grad, T* __restrict__ square_avg,
+        T* __restrict__ momentum_buffer, T* __restrict__ grad_avg,
+        const T (&k)[N_SCALARS], const int (&m)[N_MODES]) {
+        constexpr int W = Vector<P>::width;
+        using Params = Pack<P, W>;
+        using States = Pack<T, W>;
+        Params xs = *reinterpret_cast<const Params*>(param + i);
+        const Params gs = *reinterpret_cast<const Params*>(grad + i);
+        States ss = *reinterpret_cast<const States*>(square_avg + i);
+        States bs, as;
+        if (HAS_MOMENTUM) bs = *reinterpret_cast<const States*>(momentum_buffer + i);
+        if (HAS_GRAD_AVG) as = *reinterpret_cast<const States*>(grad_avg + i);
+#pragma unroll
+        for (int j = 0; j < W; ++j) {
+            T x = Precision<P>::widen(xs.v[j]);
+            const T g = Precision<P>::widen(gs.v[j]);
+            T b = HAS_MOMENTUM ? bs.v[j] : g;
+            T a = HAS_GRAD_AVG ? as.v[j] : g;
+            rmsprop_element(x, g, ss.v[j], b, a, k, opaque(m).m);
+            xs.v[j] = Precision<P>::narrow(x);
+            if (HAS_MOMENTUM) bs.v[j] = b;
+            if (HAS_GRAD_AVG) as.v[j] = a;
+        }
+        *reinterpret_cast<Params*>(param + i) = xs;
+        *reinterpret_cast<States*>(square_avg + i) = ss;
+        if (HAS_MOMENTUM) *reinterpret_cast<States*>(momentum_buffer + i) = bs;
+        if (HAS_GRAD_AVG) *reinterpret_cast<States*>(grad_avg + i) = as;
+    }
+};
+
+constexpr int BLOCK = 256;  // threads per block; fastrms/cuda/loader.py launches exactly this many
+
+// One step over elements [begin, end) of flat buffers, grid-stride, 64-bit indices.
+// [vec_begin, vec_end) (a multiple of the vector width long, every buffer 16-byte aligned at
+// vec_begin) takes the 128-bit path; the head [begin, vec_begin) and the tail [vec_end, end) take
+// the scalar path. Unaligned views pass vec_begin = vec_end = end. Absent state buffers are null.
+// begin is 0 for whole buffers; a nonzero begin (with pointers offset to match) lets a test run
+// indices past 2^32 on a small window.
+template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
+__global__ void __launch_bounds__(BLOCK) rmsprop_kernel(
+    P* __restrict__ param, const P* __restrict__ grad,
+    typename Precision<P>::T* __restrict__ square_avg,
+    typename Precision<P>::T* __restrict__ momentum_buffer,
+    typename Precision<P>::T* __restrict__ grad_avg,
+    long long begin, long long vec_begin, long long vec_end, long long end,
+    typename Precision<P>::T lr, typename Precision<P>::T alpha,
+    typename Precision<P>::T one_minus_alpha, typename Precision<P>::T eps,
+    typename Precision<P>::T weight_decay, typename Precision<P>::T momentum,
+    typename Precision<P>::T lerp_weight, typename Precision<P>::T bias_correction,
+    int maximize, int weight_decay_mode, int centered_mode, int eps_in_sqrt, int bias_corrected,
+    int momentum_mode) {
+    using T = typename Precision<P>::T;
+    using S = Step<P, HAS_MOMENTUM, HAS_GRAD_AVG>;
+    constexpr int W = Vector<P>::width;
+    const T k[N_SCALARS] = {lr, alpha, one_minus_alpha, eps, weight_decay, momentum, lerp_weight,
+                            bias_correction};
+    const int m[N_MODES] = {maximize, weight_decay_mode, centered_mode, eps_in_sqrt,
+                            bias_corrected, momentum_mode};
+    const long long thread = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const long long threads = static_cast<long long>(gridDim.x) * blockDim.x;
+
+    for (long long i = vec_begin + thread * W; i < vec_end; i += threads * W) {
+        S::packed(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+    }
+    for (long long i = begin + thread; i < vec_begin; i += threads) {
+        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+    }
+    for (long long i = vec_end + thread; i < end; i += threads) {
+        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+    }
+}
+
+}  // namespace fastrms
+
+// Every instance, for builds that compile the whole source (CMake's nvcc check, the host
+// emulation). CuPy instead names the one it needs (name_expressions), so it compiles only that.
+#ifdef FASTRMS_INSTANTIATE_ALL
+#define FASTRMS_INSTANCE(P, M, A) template __global__ void fastrms::rmsprop_kernel<P, M, A>(          \
+    P*, const P*, fastrms::Precision<P>::T*, fastrms::Precision<P>::T*, fastrms::Precision<P>::T*,  \
+    long long, long long, long long, long long, fastrms::Precision<P>::T, fastrms::Precision<P>::T, \
+    fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T,                   \
+    fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T, int, int, int,    \
+    int, int, int);
+#define FASTRMS_INSTANCES(P) FASTRMS_INSTANCE(P, false, false) FASTRMS_INSTANCE(P, true, false)     \
+    FASTRMS_INSTANCE(P, false, true) FASTRMS_INSTANCE(P, true, true)
+FASTRMS_INSTANCES(float)
+FASTRMS_INSTANCES(double)
+FASTRMS_INSTANCES(__half)
+FASTRMS_INSTANCES(__nv_bfloat16)
+#undef FASTRMS_INSTANCES
+#undef FASTRMS_INSTANCE
+#endif
