@@ -1,0 +1,154 @@
+"""End to end on a real GPU: the cupy backend against the NumPy reference and against
+torch.optim.RMSprop on CUDA. Marked ``gpu``; skipped, with the reason, where CuPy sees no device.
+"""
+
+import numpy as np
+import pytest
+
+import fastrms
+from fastrms import dispatch, reference
+from fastrms._spec import Rule, rule_for
+from fastrms.functional import apply
+from native import cases
+
+pytestmark = pytest.mark.gpu
+STEPS = 7
+
+
+@pytest.fixture(scope="module")
+def cp():
+    info = {b.name: b for b in fastrms.backends()}["cupy"]
+    if not info.usable:
+        pytest.skip(f"cupy backend not usable here: {info.reason}")
+    import cupy
+
+    return cupy
+
+
+@pytest.fixture(scope="module")
+def torch_cuda(cp):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA device (a CPU build of torch?)")
+    return torch
+
+
+def _steps_on_device(cp, rule, dtype, n, rng, offset=0):
+    """STEPS steps through fastrms (cupy backend) and the reference; assert identical results.
+
+    Device results equal the reference bit for bit: IEEE division and square root, no FMA, and
+    data clear of denormals (CuPy compiles with -ftz=true, which only changes denormals).
+    """
+    host = list(cases.state(rng, rule, dtype, n))
+    device = []
+    for a in host:
+        if a is None:
+            device.append(None)
+            continue
+        raw = cp.empty(a.size + offset, a.dtype)  # offset: an unaligned view of a larger buffer
+        view = raw[offset:]
+        view.set(a)
+        device.append(view)
+    for t in range(1, STEPS + 1):
+        grad = cases.grad(rng, dtype, n)
+        d_grad = cp.empty(n + offset, dtype)[offset:]
+        d_grad.set(grad)
+        reference.update(host[0], grad, *host[1:], rule, t)
+        apply(rule, device[0], d_grad, *device[1:], step=t, backend="cupy")
+    for name, want, got in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), host, device):
+        if want is not None:
+            cases.assert_same(got.get(), want, err_msg=f"{dtype} n={n} {name}")
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_every_mode_equals_reference(cp, dtype):
+    rng = np.random.default_rng(1)
+    for desc, rule in cases.every_mode():
+        for n, offset in ((1, 0), (4097, 0), (4097, 1)):
+            try:
+                _steps_on_device(cp, rule, dtype, n, rng, offset)
+            except AssertionError as exc:
+                raise AssertionError(f"{desc} offset={offset}: {exc}") from None
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_large_buffer_equals_reference(cp, dtype):
+    rng = np.random.default_rng(2)
+    for desc, rule in cases.some_modes():
+        _steps_on_device(cp, rule, dtype, 2**20 + 3, rng)
+
+
+def test_auto_dispatch_picks_cupy_and_compiles_each_instance_once(cp):
+    from fastrms.cuda import loader
+
+    assert dispatch.resolve("auto", "cuda:0").NAME == "cupy"
+    p, g, s = (cp.full(1000, v, cp.float32) for v in (1.0, 0.5, 0.0))
+    fastrms.rmsprop_update(p, g, s)
+    misses = loader.kernel.cache_info().misses
+    fastrms.rmsprop_update(p, g, s)
+    assert loader.kernel.cache_info().misses == misses
+    assert float(p[0]) < 1.0
+
+
+def test_host_and_device_buffers_in_one_call_are_refused(cp):
+    p = cp.zeros(4, cp.float32)
+    with pytest.raises(ValueError, match="one place"):
+        fastrms.rmsprop_update(p, np.zeros(4, np.float32), cp.zeros(4, cp.float32))
+
+
+@pytest.mark.parametrize("momentum,centered", [(0, False), (0.9, False), (0, True), (0.9, True)])
+def test_torch_tensors_track_torch_optim_rmsprop(torch_cuda, momentum, centered):
+    torch = torch_cuda
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    n = 10_000
+    theirs = torch.randn(n, device="cuda", generator=gen)
+    ours = theirs.clone()
+    opt = torch.optim.RMSprop([theirs.requires_grad_()], lr=0.01, alpha=0.99, eps=1e-8,
+                              momentum=momentum, centered=centered, foreach=False)
+    rule = rule_for("torch", lr=0.01, momentum=momentum, centered=centered)
+    square_avg = torch.zeros_like(ours)
+    momentum_buffer = torch.zeros_like(ours) if momentum else None
+    grad_avg = torch.zeros_like(ours) if centered else None
+    for _ in range(100):
+        grad = torch.randn(n, device="cuda", generator=gen)
+        theirs.grad = grad.clone()
+        opt.step()
+        apply(rule, ours, grad, square_avg, momentum_buffer, grad_avg)
+    torch.testing.assert_close(ours, theirs.detach(), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(square_avg, opt.state[theirs]["square_avg"], rtol=1e-4, atol=1e-5)
+
+
+def test_torch_tensors_run_on_torchs_current_stream(torch_cuda):
+    torch = torch_cuda
+    from fastrms.cuda import arrays
+
+    stream = torch.cuda.Stream()
+    p = torch.ones(4096, device="cuda")
+    with torch.cuda.stream(stream):
+        array, place = arrays.as_cupy(p, "param")
+        assert place == f"cuda:{p.device.index}"
+        assert arrays.launch_stream(array).ptr == stream.cuda_stream
+        g, s = torch.full_like(p, 0.5), torch.zeros_like(p)
+        fastrms.rmsprop_update(p, g, s)
+    stream.synchronize()
+    want = np.ones(4096, np.float32)
+    reference.update(want, np.full(4096, 0.5, np.float32), np.zeros(4096, np.float32), None, None,
+                     Rule(), None)
+    np.testing.assert_array_equal(p.cpu().numpy(), want)
+
+
+def test_torch_bfloat16_tensors(torch_cuda):
+    torch = torch_cuda
+    if cases.bfloat16 is None:
+        pytest.skip("ml_dtypes not installed")
+    p = torch.linspace(-1, 1, 1001, device="cuda", dtype=torch.bfloat16)
+    g = torch.linspace(1, -1, 1001, device="cuda", dtype=torch.bfloat16)
+    s = torch.zeros(1001, device="cuda", dtype=torch.float32)
+    want_p = p.cpu().view(torch.int16).numpy().view(cases.bfloat16).copy()
+    want_s = np.zeros(1001, np.float32)
+    reference.update(want_p, g.cpu().view(torch.int16).numpy().view(cases.bfloat16), want_s, None,
+                     None, Rule(), None)
+    fastrms.rmsprop_update(p, g, s)
+    torch.cuda.synchronize()
+    cases.assert_same(p.cpu().view(torch.int16).numpy().view(cases.bfloat16), want_p)
+    cases.assert_same(s.cpu().numpy(), want_s)
