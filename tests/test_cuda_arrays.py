@@ -53,6 +53,26 @@ def test_torch_dtypes_map_to_numpy_including_bfloat16():
         assert arrays.torch_dtype_to_numpy(torch.bfloat16) == np.dtype(cases.bfloat16)
 
 
+def test_torch_tensors_are_wrapped_from_their_own_metadata():
+    torch = pytest.importorskip("torch")
+    if cases.bfloat16 is None:
+        pytest.skip("ml_dtypes not installed")
+
+    class CudaTensorLike:  # what from_torch reads of a torch CUDA tensor (none exists here)
+        dtype, shape, device = torch.bfloat16, torch.Size([3, 5]), torch.device("cuda", 2)
+
+        def stride(self):
+            return (5, 1)
+
+        def data_ptr(self):
+            return BASE + 64
+
+    a = arrays.from_torch(CudaTensorLike())
+    assert isinstance(a, arrays.TorchCudaArray)
+    assert a.dtype == np.dtype(cases.bfloat16) and a.shape == (3, 5) and a.strides == (10, 2)
+    assert a.data.ptr == BASE + 64 and a.device.id == 2 and a.flags.c_contiguous
+
+
 def test_torch_arrays_keep_their_type_through_views():
     a = arrays.wrap(BASE, (2, 8), (32, 4), np.float32, 0, owner=None, cls=arrays.TorchCudaArray)
     assert isinstance(a.reshape(-1), arrays.TorchCudaArray)  # backend reshapes nothing, but may

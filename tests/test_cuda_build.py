@@ -39,6 +39,15 @@ def test_float32_ptx_has_128_bit_loads_and_stores(device_build):
         assert re.search(r"ld\.global(\.nc)?\.v4\.f32", ptx) and "st.global.v4.f32" in ptx
 
 
+def test_ptx_has_no_fused_multiply_add_and_ieee_division_and_roots(device_build):
+    # The reference rounds every product and sum (--fmad=false); no fast-math approximations.
+    for arch in (75, 80, 90):
+        ptx = (toolchain.BUILD_DIR / f"rmsprop.compute_{arch}.ptx").read_text()
+        assert not re.search(r"\b(fma|mad)\.rn", ptx)
+        assert ".approx" not in ptx
+        assert "div.rn.f32" in ptx and "sqrt.rn.f32" in ptx and "sqrt.rn.f64" in ptx
+
+
 PTX_WITHOUT_VECTORS = """
 .visible .entry _ZN7fastrms14rmsprop_kernelIfLb0ELb0EEEvPT_(
 {

@@ -119,7 +119,7 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
     reference.update(want[0], grad, *want[1:], rule, None)
 
     buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
-    addresses = [b.ctypes.data - begin * b.itemsize for b in buffers]  # element 0, never touched
+    addresses = tuple(b.ctypes.data - begin * b.itemsize for b in buffers)  # element 0: untouched
     launch = loader.plan(dtype, addresses, begin + n, rule, None, 2, begin=begin)
     assert launch.args[5] == begin and launch.args[8] == begin + n
     host_kernels.launch(launch)

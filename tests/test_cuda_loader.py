@@ -53,8 +53,8 @@ def test_launch_config():
     assert loader.launch_config(1, 4, 132) == (1, 256)
     assert loader.launch_config(1024, 4, 132) == (1, 256)
     assert loader.launch_config(1025, 4, 132) == (2, 256)
-    assert loader.launch_config(10**9, 4, 132) == (8 * 132, 256)  # capped: grid-stride does the rest
-    assert loader.launch_config(2**34, 2, 1) == (8, 256)
+    assert loader.launch_config(10**9, 4, 132) == (4 * 132, 256)  # capped: grid-stride does the rest
+    assert loader.launch_config(2**34, 2, 1) == (4, 256)
 
 
 def test_kernel_args_are_typed_as_the_kernel_parameters():
@@ -74,19 +74,19 @@ def test_kernel_args_are_typed_as_the_kernel_parameters():
 
 def test_plan_names_the_instance_from_the_buffers_present():
     rule = Rule(momentum=0.9)
-    launch = loader.plan(F32, [4096, 8192, 12288, 16384, None], 1000, rule, None, 132)
+    launch = loader.plan(F32, (4096, 8192, 12288, 16384, None), 1000, rule, None, 132)
     assert launch.name == loader.kernel_name(F32, True, False)
     assert (launch.grid, launch.block) == (1, 256)
     assert [int(a) for a in launch.args[:9]] == [4096, 8192, 12288, 16384, 0, 0, 0, 1000, 1000]
-    half = loader.plan(F16, [4098, 8194, 12292, None, None], 1000, Rule(), None, 132)
+    half = loader.plan(F16, (4098, 8194, 12292, None, None), 1000, Rule(), None, 132)
     assert [int(a) for a in half.args[5:9]] == [0, 7, 7 + 992, 1000]
     assert half.args[9].dtype == np.float32
 
 
 def test_bias_correction_scalar_follows_the_step():
     rule = Rule(bias_correction=True, alpha=0.9)
-    k1 = loader.plan(F32, [0, 0, 0, None, None], 4, rule, 1, 1).args[9 + R.BIAS_CORRECTION]
-    k2 = loader.plan(F32, [0, 0, 0, None, None], 4, rule, 2, 1).args[9 + R.BIAS_CORRECTION]
+    k1 = loader.plan(F32, (0, 0, 0, None, None), 4, rule, 1, 1).args[9 + R.BIAS_CORRECTION]
+    k2 = loader.plan(F32, (0, 0, 0, None, None), 4, rule, 2, 1).args[9 + R.BIAS_CORRECTION]
     assert k1 == np.float32(1 - 0.9) and k2 == np.float32(1 - 0.9**2)
 
 
@@ -123,3 +123,12 @@ def test_backends_reports_why_cupy_is_not_usable():
     if info.usable:
         pytest.skip("CuPy sees a CUDA device here")
     assert info.reason.startswith(("no CUDA device", "CuPy not installed", "cannot import"))
+
+
+def test_plan_is_memoized_across_steps_unless_bias_corrected():
+    addresses = (4096, 8192, 12288, None, None)
+    assert loader.plan(F32, addresses, 100, Rule(), 1, 132) is loader.plan(F32, addresses, 100,
+                                                                              Rule(), 2, 132)
+    biased = Rule(bias_correction=True)
+    assert loader.plan(F32, addresses, 100, biased, 1, 132) != loader.plan(F32, addresses, 100,
+                                                                             biased, 2, 132)

@@ -33,7 +33,7 @@ def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step):
 
     device = param.device.id
     buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
-    launch = loader.plan(param.dtype, [None if b is None else b.data.ptr for b in buffers],
+    launch = loader.plan(param.dtype, tuple(None if b is None else b.data.ptr for b in buffers),
                          param.size, rule, step, loader.multiprocessors(device))
     kernel = loader.kernel(device, launch.name)
     with cupy.cuda.Device(device), arrays.launch_stream(param):

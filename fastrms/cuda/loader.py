@@ -23,7 +23,11 @@ except ImportError:  # bfloat16 buffers are then not accepted
 # product and sum, so the kernel may not fuse them (DESIGN.md §4).
 OPTIONS = ("-std=c++17", "--fmad=false")
 BLOCK = 256  # threads per block: rmsprop.cu's BLOCK (its __launch_bounds__)
-BLOCKS_PER_SM = 8  # grid cap per multiprocessor: enough resident warps; beyond, threads loop
+# Grid cap per multiprocessor: one resident wave. ptxas reports at most 53 registers per thread
+# for any instance, so 4 blocks of 256 fit in 64K registers; with 3-5 independent 128-bit loads per
+# thread that keeps ~50-80 KB in flight per SM, more than bandwidth needs. A grid larger than what
+# fits would run its last blocks in a thin second wave; instead the threads loop (grid-stride).
+BLOCKS_PER_SM = 4
 VECTOR_BYTES = 16  # one 128-bit load/store per buffer and thread-iteration
 
 # Param dtype -> the C++ type that instantiates the kernel (the compute and state type follows).
@@ -112,10 +116,18 @@ class Launch(NamedTuple):
 def plan(param_dtype, addresses, end, rule, step, multiprocessors, begin=0):
     """Everything about one step's launch but the launch itself.
 
-    ``addresses``: where element 0 of param, grad, square_avg, momentum_buffer and grad_avg
-    lives (``None`` for an absent buffer); the step covers elements ``[begin, end)``.
+    ``addresses``: a tuple of where element 0 of param, grad, square_avg, momentum_buffer and
+    grad_avg lives (``None`` for an absent buffer); the step covers elements ``[begin, end)``.
+    Memoized: a training loop passes the same buffers every step, so after the first step a
+    launch costs a dictionary lookup here instead of ~23 freshly typed arguments (the step only
+    matters, and only enters the key, with bias correction).
     """
-    param_dtype = np.dtype(param_dtype)
+    step = step if rule.bias_correction else None
+    return _plan(np.dtype(param_dtype), addresses, end, rule, step, multiprocessors, begin)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin):
     compute = compute_dtype(param_dtype)
     present = [(a, param_dtype.itemsize if i < 2 else compute.itemsize)
                for i, a in enumerate(addresses) if a is not None]

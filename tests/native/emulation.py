@@ -47,7 +47,7 @@ class HostKernels:
              multiprocessors=2):
         """One step on host arrays, planned exactly as fastrms.cuda.backend.update plans it."""
         buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
-        addresses = [None if b is None else b.ctypes.data for b in buffers]
+        addresses = tuple(None if b is None else b.ctypes.data for b in buffers)
         launch = loader.plan(param.dtype, addresses, param.size, rule, step, multiprocessors)
         self.launch(launch)
         return launch
