@@ -136,39 +136,48 @@ def _check_many(module, rule, columns):
     """``_buffers.check`` for every element, with one overlap test for the whole call.
 
     Returns the pointer table (int64 ``[n, 5]`` data addresses, 0 where absent) and the sizes.
+    Column by column, in plain lists: a hundred tensors cost ~1 µs each to check.
     """
     params = columns[0]
-    n = len(params)
-    table = np.zeros((n, 5), dtype=np.int64)
-    sizes = np.empty(n, dtype=np.int64)
-    itemsizes = np.zeros((n, 5), dtype=np.int64)
-    for j, param in enumerate(params):
-        if param.dtype not in module.DTYPES:
+    dtypes = [p.dtype for p in params]
+    for j, dtype in enumerate(dtypes):
+        if dtype not in module.DTYPES:
             supported = ", ".join(sorted(d.name for d in module.DTYPES))
-            raise TypeError(f"param[{j}] has dtype {param.dtype}, which backend {module.NAME!r} "
+            raise TypeError(f"param[{j}] has dtype {dtype}, which backend {module.NAME!r} "
                             f"does not support (it takes {supported})")
-        state_dtype = rule.state_dtype(param.dtype)
-        shape = param.shape
-        sizes[j] = param.size
-        for i, column in enumerate(columns):
-            if column is None:
-                continue
-            a = column[j]
-            want = param.dtype if i < 2 else state_dtype
-            name = f"{_buffers.NAMES[i]}[{j}]"
-            if a.dtype != want:
-                raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param.dtype} params")
-            if a.shape != shape:
-                raise ValueError(f"{name} has shape {a.shape}, expected param[{j}]'s shape {shape}")
+    shapes = [p.shape for p in params]
+    state_dtypes = [rule.state_dtype(d) for d in dtypes]
+    addresses, itemsizes = [], []
+    for i, column in enumerate(columns):
+        if column is None:
+            addresses.append([0] * len(params))
+            itemsizes.append([0] * len(params))
+            continue
+        wants = dtypes if i < 2 else state_dtypes
+        written = i != 1
+        for j, (a, want, shape) in enumerate(zip(column, wants, shapes)):
             flags = a.flags
-            if not flags.c_contiguous:
-                raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
-            if i != 1 and not flags.writeable:
-                raise ValueError(f"{name} is read-only, but fastrms updates it in place")
-            table[j, i] = _address(a)
-            itemsizes[j, i] = a.itemsize
-    _check_disjoint_many(table, sizes, itemsizes)
+            if a.dtype != want or a.shape != shape or not flags.c_contiguous \
+                    or (written and not flags.writeable):
+                _refuse(f"{_buffers.NAMES[i]}[{j}]", a, want, dtypes[j], shape, written)
+        addresses.append([_address(a) for a in column])
+        itemsizes.append([a.itemsize for a in column])
+    table = np.array(addresses, dtype=np.int64).T.copy()
+    sizes = np.array([p.size for p in params], dtype=np.int64)
+    _check_disjoint_many(table, sizes, np.array(itemsizes, dtype=np.int64).T)
     return table, sizes
+
+
+def _refuse(name, a, want, param_dtype, shape, written):
+    """Raise the error that says what is wrong with buffer ``name`` (the checks of ``_check_many``)."""
+    if a.dtype != want:
+        raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param_dtype} params")
+    if a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected the param's shape {shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
+    if written and not a.flags.writeable:
+        raise ValueError(f"{name} is read-only, but fastrms updates it in place")
 
 
 _address_cache = {}  # id(array) -> (weakref, address, nbytes): reading an address costs ~1 µs
