@@ -1,8 +1,9 @@
 """fastrms.torch.RMSprop vs torch.optim.RMSprop on a 100-tensor model (CPU), per step.
 
-The model: 100 float32 tensors whose sizes are spread geometrically from 10² to 10⁶ elements
-(11.2 M in all), gradients fixed, plain RMSprop (torch's defaults). Variants: torch's for-loop
-(its CPU default), torch's foreach, fastrms without and with ``flatten=True``.
+The issue's model: 100 float32 tensors whose sizes are spread geometrically from 10² to 10⁶
+elements (11.2 M in all; memory-bound), and a small one, 10² to 10⁴ (0.2 M; call-overhead-bound).
+Gradients fixed, plain RMSprop (torch's defaults). Variants: torch's for-loop (its CPU default),
+torch's foreach, fastrms without and with ``flatten=True``.
 
     pytest bench/bench_torch_adapter.py --benchmark-only -s      # table + side-by-side ratios
 
@@ -23,17 +24,20 @@ torch = pytest.importorskip("torch")
 import fastrms.torch  # noqa: E402
 
 N_TENSORS = 100
-SIZES = np.unique(np.geomspace(100, 1_000_000, N_TENSORS).astype(int))
-assert SIZES.size == N_TENSORS
+MODELS = {
+    "1e2-1e6": np.unique(np.geomspace(100, 1_000_000, N_TENSORS).astype(int)),
+    "1e2-1e4": np.unique(np.geomspace(100, 10_000, N_TENSORS).astype(int)),
+}
+assert all(sizes.size == N_TENSORS for sizes in MODELS.values())
 VARIANTS = ["torch_forloop", "torch_foreach", "fastrms", "fastrms_flat"]
-ROUNDS = 15
+ROUNDS = 21
 
 
-def build(variant, seed=0):
+def build(variant, model="1e2-1e6", seed=0):
     """Params with fixed random grads and the optimizer of ``variant``, warmed up (compiled)."""
     gen = torch.Generator().manual_seed(seed)
     params = []
-    for n in SIZES:
+    for n in MODELS[model]:
         p = torch.nn.Parameter(torch.randn(int(n), generator=gen))
         p.grad = torch.randn(int(n), generator=gen)
         params.append(p)
@@ -48,12 +52,12 @@ def build(variant, seed=0):
     return opt
 
 
-def info(benchmark, variant):
+def info(benchmark, variant, model):
     import numba
 
-    elements = int(SIZES.sum())
+    elements = int(MODELS[model].sum())
     benchmark.extra_info.update(
-        variant=variant, tensors=N_TENSORS, elements=elements,
+        variant=variant, model=model, tensors=N_TENSORS, elements=elements,
         bytes_per_step_fused=20 * elements,  # float32: read p, g, s; write p, s
         torch=torch.__version__, numba=numba.__version__, numpy=np.__version__,
         cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
@@ -61,15 +65,18 @@ def info(benchmark, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_step(benchmark, variant):
-    opt = build(variant)
-    info(benchmark, variant)
+@pytest.mark.parametrize("model", MODELS)
+def test_step(benchmark, model, variant):
+    opt = build(variant, model)
+    info(benchmark, variant, model)
+    benchmark.group = f"step, 100 tensors {model}"
     benchmark.pedantic(opt.step, rounds=ROUNDS, iterations=1, warmup_rounds=1)
 
 
-def test_side_by_side(benchmark):
+@pytest.mark.parametrize("model", MODELS)
+def test_side_by_side(benchmark, model):
     """The four variants interleaved round by round; prints medians and ratios to torch's."""
-    opts = {v: build(v) for v in VARIANTS}
+    opts = {v: build(v, model) for v in VARIANTS}
     times = {v: [] for v in VARIANTS}
     for _ in range(ROUNDS):
         for v, opt in opts.items():
@@ -78,12 +85,14 @@ def test_side_by_side(benchmark):
             times[v].append(time.perf_counter() - start)
     medians = {v: statistics.median(t) for v, t in times.items()}
     base = medians["torch_forloop"]
-    print(f"\n100 tensors, {int(SIZES.sum()):,} float32 elements, {ROUNDS} interleaved rounds, "
+    print(f"\n100 tensors {model}, {int(MODELS[model].sum()):,} float32 elements, "
+          f"{ROUNDS} interleaved rounds, "
           f"torch threads {torch.get_num_threads()}")
     for v in VARIANTS:
         print(f"  {v:14s} median {medians[v] * 1e3:8.2f} ms   torch for-loop / this = "
               f"{base / medians[v]:5.2f}x")
-    info(benchmark, "side_by_side")
+    info(benchmark, "side_by_side", model)
+    benchmark.group = f"side by side, 100 tensors {model}"
     benchmark.extra_info.update({f"median_ms_{v}": medians[v] * 1e3 for v in VARIANTS})
     benchmark.extra_info.update({f"speedup_{v}": base / medians[v] for v in VARIANTS})
     # the benchmark's own timing: the flat fastrms step, for the pytest-benchmark table

@@ -290,9 +290,12 @@ class _Call:
 
     def add(self, arrays, grad):
         """Append one param's buffers (param, square_avg, momentum_buffer, grad_avg) and grad."""
-        param, square_avg, momentum_buffer, grad_avg = arrays
-        for column, a in zip(self.columns, (param, grad, square_avg, momentum_buffer, grad_avg)):
-            column.append(a)
+        params, grads, square_avgs, momentum_buffers, grad_avgs = self.columns
+        params.append(arrays[0])
+        grads.append(grad)
+        square_avgs.append(arrays[1])
+        momentum_buffers.append(arrays[2])
+        grad_avgs.append(arrays[3])
 
     def run(self, backend):
         """The update (lists: one multi-tensor call; whole flat buffers: one plain call)."""
