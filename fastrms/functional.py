@@ -119,7 +119,10 @@ def _native_columns(columns):
             if type(a) is np.ndarray:
                 where = _buffers.HOST
             else:
-                a, where = _buffers.native(a, f"{_buffers.NAMES[i]}[{j}]")
+                try:  # the plain name: the GPU side tells grads (read-only allowed) by it
+                    a, where = _buffers.native(a, _buffers.NAMES[i])
+                except (TypeError, ValueError) as exc:
+                    raise type(exc)(f"{_buffers.NAMES[i]}[{j}]: {exc}") from None
             if place is None:
                 place = where
             elif where != place:

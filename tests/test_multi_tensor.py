@@ -189,7 +189,7 @@ def _bad_inputs():
         ("overlap", overlap, "param\\[1\\] and square_avg\\[2\\] overlap"),
         ("grad_overlap", grad_overlaps_state, "overlap"),
         ("length", short, "3 grad buffers for 4 params"),
-        ("not_an_array", wrong_place, "grad\\[3\\] must be an array"),
+        ("not_an_array", wrong_place, "grad\\[3\\]: grad must be an array"),
     ]
 
 
