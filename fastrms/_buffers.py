@@ -48,28 +48,38 @@ def check(backend, rule, arrays):
     """
     param = arrays[0]
     if param.dtype not in backend.DTYPES:
-        supported = ", ".join(sorted(d.name for d in backend.DTYPES))
-        raise TypeError(
-            f"param has dtype {param.dtype}, which backend {backend.NAME!r} does not support "
-            f"(it takes {supported})"
-        )
+        refuse_dtype(backend, "param", param.dtype)
     state_dtype = rule.state_dtype(param.dtype)
     for i, a in enumerate(arrays):
         if a is None:
             continue
-        if a.dtype != (param.dtype if i < 2 else state_dtype):
-            want = param.dtype if i < 2 else state_dtype
-            raise TypeError(f"{NAMES[i]} has dtype {a.dtype}, expected {want} for {param.dtype} params")
-        if a.shape != param.shape:
-            raise ValueError(f"{NAMES[i]} has shape {a.shape}, expected param's shape {param.shape}")
+        want = param.dtype if i < 2 else state_dtype
         flags = a.flags
-        if not flags.c_contiguous:
-            raise ValueError(f"{NAMES[i]} must be C-contiguous (fastrms updates buffers in place)")
-        # CuPy arrays have no writeable flag; fastrms.cuda.arrays refuses read-only GPU buffers.
-        if i != 1 and not getattr(flags, "writeable", True):
-            raise ValueError(f"{NAMES[i]} is read-only, but fastrms updates it in place")
+        # One combined test on the hot path; ``refuse`` works out what is wrong.
+        if a.dtype != want or a.shape != param.shape or not flags.c_contiguous \
+                or (i != 1 and not getattr(flags, "writeable", True)):
+            refuse(NAMES[i], a, want, param.dtype, param.shape, written=i != 1)
     if param.size:
         _check_disjoint(arrays)
+
+
+def refuse_dtype(backend, name, dtype):
+    supported = ", ".join(sorted(d.name for d in backend.DTYPES))
+    raise TypeError(f"{name} has dtype {dtype}, which backend {backend.NAME!r} does not support "
+                    f"(it takes {supported})")
+
+
+def refuse(name, a, want, param_dtype, shape, written):
+    """Raise the error that says what is wrong with buffer ``name``."""
+    if a.dtype != want:
+        raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param_dtype} params")
+    if a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected the param's shape {shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
+    # CuPy arrays have no writeable flag; fastrms.cuda.arrays refuses read-only GPU buffers.
+    if written and not getattr(a.flags, "writeable", True):
+        raise ValueError(f"{name} is read-only, but fastrms updates it in place")
 
 
 # The buffers last found disjoint, held weakly: a training loop passes the same arrays every

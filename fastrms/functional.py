@@ -145,9 +145,7 @@ def _check_many(module, rule, columns):
     dtypes = [p.dtype for p in params]
     for j, dtype in enumerate(dtypes):
         if dtype not in module.DTYPES:
-            supported = ", ".join(sorted(d.name for d in module.DTYPES))
-            raise TypeError(f"param[{j}] has dtype {dtype}, which backend {module.NAME!r} "
-                            f"does not support (it takes {supported})")
+            _buffers.refuse_dtype(module, f"param[{j}]", dtype)
     shapes = [p.shape for p in params]
     state_dtypes = [rule.state_dtype(d) for d in dtypes]
     addresses, itemsizes = [], []
@@ -161,26 +159,14 @@ def _check_many(module, rule, columns):
         for j, (a, want, shape) in enumerate(zip(column, wants, shapes)):
             flags = a.flags
             if a.dtype != want or a.shape != shape or not flags.c_contiguous \
-                    or (written and not flags.writeable):
-                _refuse(f"{_buffers.NAMES[i]}[{j}]", a, want, dtypes[j], shape, written)
+                    or (written and not getattr(flags, "writeable", True)):
+                _buffers.refuse(f"{_buffers.NAMES[i]}[{j}]", a, want, dtypes[j], shape, written)
         addresses.append([_address(a) for a in column])
         itemsizes.append([a.itemsize for a in column])
     table = np.array(addresses, dtype=np.int64).T.copy()
     sizes = np.array([p.size for p in params], dtype=np.int64)
     _check_disjoint_many(table, sizes, np.array(itemsizes, dtype=np.int64).T)
     return table, sizes
-
-
-def _refuse(name, a, want, param_dtype, shape, written):
-    """Raise the error that says what is wrong with buffer ``name`` (the checks of ``_check_many``)."""
-    if a.dtype != want:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param_dtype} params")
-    if a.shape != shape:
-        raise ValueError(f"{name} has shape {a.shape}, expected the param's shape {shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
-    if written and not a.flags.writeable:
-        raise ValueError(f"{name} is read-only, but fastrms updates it in place")
 
 
 _address_cache = {}  # id(array) -> (weakref, address, nbytes): reading an address costs ~1 µs

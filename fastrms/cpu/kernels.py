@@ -62,6 +62,18 @@ def _scalar_tuple(k):
     return (k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7])
 
 
+@nb.njit(inline="always")
+def sweep(x, g, s, b, a, kt, modes):
+    """The fused step over whole 1-D arrays, one element after another (the serial loop)."""
+    for i in range(x.size):
+        gi = g[i]
+        xi, si, bi, ai = _element(x[i], gi, s[i], _load(b, i, gi), _load(a, i, gi), kt, modes)
+        x[i] = xi
+        s[i] = si
+        _store(b, i, bi)
+        _store(a, i, ai)
+
+
 @functools.lru_cache(maxsize=None)
 def rmsprop_kernel(modes, parallel):
     """The fused loop ``f(x, g, s, b, a, k)`` for one mode tuple; serial or parallel."""
@@ -78,15 +90,7 @@ def rmsprop_kernel(modes, parallel):
                 _store(a, i, ai)
     else:
         def loop(x, g, s, b, a, k):
-            kt = _scalar_tuple(k)
-            for i in range(x.size):
-                gi = g[i]
-                xi, si, bi, ai = _element(x[i], gi, s[i], _load(b, i, gi), _load(a, i, gi),
-                                          kt, modes)
-                x[i] = xi
-                s[i] = si
-                _store(b, i, bi)
-                _store(a, i, ai)
+            sweep(x, g, s, b, a, _scalar_tuple(k), modes)
 
     kind = "parallel" if parallel else "serial"
     loop.__name__ = loop.__qualname__ = f"rmsprop_{kind}_" + "_".join(map(str, modes))

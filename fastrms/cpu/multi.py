@@ -21,7 +21,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .kernels import _JIT, _element, _load, _scalar_tuple, _store
+from .kernels import _JIT, _scalar_tuple, sweep
 
 # Columns of the pointer table.
 PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG = range(5)
@@ -50,6 +50,14 @@ def _view_impl(address, n, like):
     return lambda address, n, like: nb.carray(_pointer(address, like), n)
 
 
+@nb.njit(inline="always")
+def _views(row, skip, n, like, b_like, a_like):
+    """The five buffers of one table row, ``n`` elements from byte ``skip`` on."""
+    return (_view(row[PARAM] + skip, n, like), _view(row[GRAD] + skip, n, like),
+            _view(row[SQUARE_AVG] + skip, n, like), _view(row[MOMENTUM_BUFFER] + skip, n, b_like),
+            _view(row[GRAD_AVG] + skip, n, a_like))
+
+
 @functools.lru_cache(maxsize=None)
 def rmsprop_multi_kernel(modes, parallel):
     """The loop over a pointer table for one mode tuple.
@@ -63,42 +71,18 @@ def rmsprop_multi_kernel(modes, parallel):
         def loop(table, sizes, chunks, k, like, b_like, a_like):
             kt = _scalar_tuple(k)
             for c in nb.prange(chunks.shape[0]):
-                j = chunks[c, 0]
                 # Views of just this chunk, so that the inner loop is the serial one (starting at
                 # 0): a loop from chunks[c, 1] over whole-tensor views ran 4x slower here.
-                skip = chunks[c, 1] * like.itemsize
                 n = chunks[c, 2] - chunks[c, 1]
-                x = _view(table[j, 0] + skip, n, like)
-                g = _view(table[j, 1] + skip, n, like)
-                s = _view(table[j, 2] + skip, n, like)
-                b = _view(table[j, 3] + skip, n, b_like)
-                a = _view(table[j, 4] + skip, n, a_like)
-                for i in range(n):
-                    gi = g[i]
-                    xi, si, bi, ai = _element(x[i], gi, s[i], _load(b, i, gi), _load(a, i, gi),
-                                              kt, modes)
-                    x[i] = xi
-                    s[i] = si
-                    _store(b, i, bi)
-                    _store(a, i, ai)
+                skip = chunks[c, 1] * like.itemsize
+                x, g, s, b, a = _views(table[chunks[c, 0]], skip, n, like, b_like, a_like)
+                sweep(x, g, s, b, a, kt, modes)
     else:
         def loop(table, sizes, chunks, k, like, b_like, a_like):
             kt = _scalar_tuple(k)
             for j in range(sizes.size):
-                n = sizes[j]
-                x = _view(table[j, 0], n, like)
-                g = _view(table[j, 1], n, like)
-                s = _view(table[j, 2], n, like)
-                b = _view(table[j, 3], n, b_like)
-                a = _view(table[j, 4], n, a_like)
-                for i in range(n):
-                    gi = g[i]
-                    xi, si, bi, ai = _element(x[i], gi, s[i], _load(b, i, gi), _load(a, i, gi),
-                                              kt, modes)
-                    x[i] = xi
-                    s[i] = si
-                    _store(b, i, bi)
-                    _store(a, i, ai)
+                x, g, s, b, a = _views(table[j], 0, sizes[j], like, b_like, a_like)
+                sweep(x, g, s, b, a, kt, modes)
 
     kind = "parallel" if parallel else "serial"
     loop.__name__ = loop.__qualname__ = f"rmsprop_multi_{kind}_" + "_".join(map(str, modes))
