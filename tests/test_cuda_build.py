@@ -1,5 +1,6 @@
-"""nvcc builds rmsprop.cu for sm_75/80/90 with every instance, no spills, no warnings, and the
-float32 kernels use 128-bit global loads and stores (CMakeLists.txt; DESIGN.md §5.1)."""
+"""nvcc builds rmsprop.cu for sm_75/80/90 with every instance of both kernels (single buffer and
+multi-tensor), no spills, no warnings, at most 64 registers a thread (4 resident blocks of 256), and
+the float32 kernels use 128-bit loads and stores (CMakeLists.txt; DESIGN.md §5.1)."""
 
 import re
 import subprocess
@@ -26,16 +27,21 @@ def test_every_instance_builds_for_every_arch_without_spills(device_build):
     reports = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", device_build)
     assert all(stores == loads == "0" for stores, loads in reports)
     if reports:
-        assert len(reports) == 16 * 3, "16 instances x sm_75, sm_80, sm_90"
+        assert len(reports) == 32 * 3, "(16 + 16 multi-tensor) instances x sm_75, sm_80, sm_90"
         entries = set(re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", device_build))
         assert {arch for _, arch in entries} == {"sm_75", "sm_80", "sm_90"}
-        assert len(entries) == 48
+        assert len(entries) == 96
+        assert sum("rmsprop_multi_kernel" in name for name, _ in entries) == 48
+        # loader.BLOCKS_PER_SM = 4 blocks of 256 threads share 64K registers.
+        registers = [int(r) for r in re.findall(r"Used (\d+) registers", device_build)]
+        assert len(registers) == 96 and max(registers) <= 64
 
 
 def test_float32_ptx_has_128_bit_loads_and_stores(device_build):
     for arch in (75, 80, 90):
         ptx = (toolchain.BUILD_DIR / f"rmsprop.compute_{arch}.ptx").read_text()
         assert ptx.count(".entry _ZN7fastrms14rmsprop_kernel") == 16
+        assert ptx.count(".entry _ZN7fastrms20rmsprop_multi_kernel") == 16
         assert re.search(r"ld\.global(\.nc)?\.v4\.f32", ptx) and "st.global.v4.f32" in ptx
 
 

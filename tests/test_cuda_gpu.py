@@ -152,3 +152,110 @@ def test_torch_bfloat16_tensors(torch_cuda):
     torch.cuda.synchronize()
     cases.assert_same(p.cpu().view(torch.int16).numpy().view(cases.bfloat16), want_p)
     cases.assert_same(s.cpu().numpy(), want_s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-tensor steps: lists in one launch of rmsprop_multi_kernel (fastrms.cuda.backend.update_many).
+
+# (size, element offset of the view into a larger buffer): sizes 0, 1, 3, 4097 and one of several
+# 2^16-element chunks; aligned and unaligned (a scalar head, then vectors).
+LIST = [(0, 0), (1, 0), (3, 1), (4097, 0), (4097, 1), (3 * 2**16 + 5, 1), (0, 1)]
+
+
+def _device_view(cp, a, offset):
+    view = cp.empty(a.size + offset, a.dtype)[offset:]
+    view.set(a)
+    return view
+
+
+@pytest.fixture
+def count_launches(cp, monkeypatch):
+    """The names of the kernels launched while the test runs."""
+    from fastrms.cuda import loader
+
+    launched, real = [], loader.kernel
+
+    def kernel(device, name):
+        compiled = real(device, name)
+
+        def launch(*args):
+            launched.append(name)
+            compiled(*args)
+        return launch
+
+    monkeypatch.setattr(loader, "kernel", kernel)
+    return launched
+
+
+def _list_steps(cp, rule, dtype, rng, update, steps=3):
+    """``steps`` steps of ``update(t, device columns, device grads)`` against the reference."""
+    host = [[] for _ in range(4)]
+    for n, _ in LIST:
+        for k, a in enumerate(cases.state(rng, rule, dtype, n)):
+            host[k].append(a)
+    host = [None if c[0] is None else c for c in host]
+    device = [None if c is None else [_device_view(cp, a, o) for a, (_, o) in zip(c, LIST)]
+              for c in host]
+    for t in range(1, steps + 1):
+        grads = [cases.grad(rng, dtype, n) for n, _ in LIST]
+        for j, g in enumerate(grads):
+            reference.update(host[0][j], g, *(None if c is None else c[j] for c in host[1:]),
+                             rule, t)
+        update(t, device, [_device_view(cp, g, o) for g, (_, o) in zip(grads, LIST)])
+    for name, want, got in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), host, device):
+        for j in range(len(LIST)) if want is not None else ():
+            cases.assert_same(got[j].get(), want[j], err_msg=f"{dtype} {name}[{j}]")
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_lists_through_rmsprop_update_equal_reference_in_one_launch(cp, dtype, count_launches):
+    from fastrms.cuda import loader
+
+    rng = np.random.default_rng(3)
+    kwargs = dict(lr=0.01, alpha=0.9, eps=1e-6, momentum=0.8, centered=True, weight_decay=0.05,
+                  bias_correction=True)
+    rule = Rule(**kwargs)
+
+    def update(t, device, grads):
+        del count_launches[:]
+        fastrms.rmsprop_update(device[0], grads, device[1], momentum_buffer=device[2],
+                               grad_avg=device[3], step=t, **kwargs)
+        assert count_launches == [loader.multi_kernel_name(dtype, True, True)]
+
+    _list_steps(cp, rule, dtype, rng, update)
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_lists_in_every_mode_equal_reference(cp, dtype, count_launches):
+    rng = np.random.default_rng(4)
+    for desc, rule in cases.every_mode():
+        def update(t, device, grads):
+            del count_launches[:]
+            apply(rule, device[0], grads, *device[1:], step=t, backend="cupy")
+            assert len(count_launches) == 1 and "multi" in count_launches[0]
+
+        try:
+            _list_steps(cp, rule, dtype, rng, update, steps=2)
+        except AssertionError as exc:
+            raise AssertionError(f"{desc}: {exc}") from None
+
+
+def test_torch_tensor_lists_run_on_torchs_current_stream(torch_cuda):
+    torch = torch_cuda
+    from fastrms.cuda import arrays
+
+    stream = torch.cuda.Stream()
+    ps = [torch.ones(n, device="cuda") for n in (4096, 3, 70_001)]
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        array, _ = arrays.as_cupy(ps[0], "param")
+        assert arrays.launch_stream(array).ptr == stream.cuda_stream
+        gs = [torch.full_like(p, 0.5) for p in ps]
+        ss = [torch.zeros_like(p) for p in ps]
+        fastrms.rmsprop_update(ps, gs, ss)
+    stream.synchronize()
+    for p in ps:
+        want = np.ones(p.numel(), np.float32)
+        reference.update(want, np.full(p.numel(), 0.5, np.float32), np.zeros(p.numel(), np.float32),
+                         None, None, Rule(), None)
+        np.testing.assert_array_equal(p.cpu().numpy(), want)

@@ -28,14 +28,16 @@ def nvrtc():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_instance_compiles_with_cupys_flags(nvrtc, arch):
-    names = loader.all_kernel_names()
+    names = loader.all_kernel_names() + loader.all_multi_kernel_names()
     lowered, cubin, log = nvrtc.compile_instances(loader.source(), loader.OPTIONS, names, arch,
                                                   toolchain.cuda_include_dir())
     assert "warning" not in log.lower(), log
     assert sorted(lowered) == sorted(names)
-    assert len(set(lowered.values())) == 16  # 16 distinct kernels, each in the cubin
-    for mangled in lowered.values():
-        assert mangled.startswith("_ZN7fastrms14rmsprop_kernel") and mangled.encode() in cubin
+    assert len(set(lowered.values())) == 32  # 16 + 16 distinct kernels, each in the cubin
+    for name, mangled in lowered.items():
+        prefix = ("_ZN7fastrms20rmsprop_multi_kernel" if "multi" in name
+                  else "_ZN7fastrms14rmsprop_kernel")
+        assert mangled.startswith(prefix) and mangled.encode() in cubin
 
 
 def test_a_name_that_is_not_an_instance_is_refused(nvrtc):

@@ -23,9 +23,10 @@ except ImportError:  # bfloat16 buffers are then not accepted
 # product and sum, so the kernel may not fuse them (DESIGN.md §4).
 OPTIONS = ("-std=c++17", "--fmad=false")
 BLOCK = 256  # threads per block: rmsprop.cu's BLOCK (its __launch_bounds__)
-# Grid cap per multiprocessor: one resident wave. ptxas reports at most 53 registers per thread
-# for any instance, so 4 blocks of 256 fit in 64K registers; with 3-5 independent 128-bit loads per
-# thread that keeps ~50-80 KB in flight per SM, more than bandwidth needs. A grid larger than what
+# Grid cap per multiprocessor: one resident wave. ptxas reports at most 55 registers per thread
+# for any single-buffer instance, and the multi-tensor kernel is held to 64 (rmsprop.cu:
+# __launch_bounds__(BLOCK, BLOCKS_PER_SM)), so 4 blocks of 256 fit in 64K registers; with 3-5
+# independent 128-bit loads per thread that keeps ~50-80 KB in flight per SM, more than bandwidth needs. A grid larger than what
 # fits would run its last blocks in a thin second wave; instead the threads loop (grid-stride).
 BLOCKS_PER_SM = 4
 VECTOR_BYTES = 16  # one 128-bit load/store per buffer and thread-iteration
@@ -50,9 +51,21 @@ def kernel_name(param_dtype, has_momentum_buffer, has_grad_avg):
     return f"fastrms::rmsprop_kernel<{CXX_TYPES[np.dtype(param_dtype)]}, {flags}>"
 
 
+def multi_kernel_name(param_dtype, has_momentum_buffer, has_grad_avg):
+    """The C++ name of one multi-tensor instance (``rmsprop_multi_kernel``)."""
+    return kernel_name(param_dtype, has_momentum_buffer, has_grad_avg).replace(
+        "rmsprop_kernel<", "rmsprop_multi_kernel<", 1)
+
+
 def all_kernel_names():
-    """Every instance the package may launch (4 dtypes x momentum buffer x grad_avg)."""
+    """Every single-buffer instance (4 dtypes x momentum buffer x grad_avg)."""
     return [kernel_name(d, m, a) for d in CXX_TYPES for m in (False, True) for a in (False, True)]
+
+
+def all_multi_kernel_names():
+    """Every multi-tensor instance, in ``all_kernel_names``'s order."""
+    return [multi_kernel_name(d, m, a) for d in CXX_TYPES for m in (False, True)
+            for a in (False, True)]
 
 
 def vector_width(param_dtype):
@@ -139,6 +152,143 @@ def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin):
                        rule.scalars(compute, step), rule.modes(), param_dtype)
     name = kernel_name(param_dtype, addresses[3] is not None, addresses[4] is not None)
     return Launch(name, grid, block, args)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multi-tensor steps: one launch of rmsprop_multi_kernel for a list of buffer sets. The kernel reads
+# two int64 tables that the host builds here and copies to the device in one piece
+# (``descriptors``): one row of 5 data addresses per tensor, then one row per chunk (CHUNK_FIELDS),
+# a piece of one tensor that one block updates.
+
+CHUNK = 1 << 16  # elements per chunk: 64 sweeps of a block over float32 vectors; a fine grain
+CHUNK_FIELDS = 5  # tensor, begin, vec_begin, vec_end, end (rmsprop.cu: ChunkField)
+MAX_CHUNK = 2**30  # the kernel indexes within a chunk (plus a head under 16) in int
+
+
+def vector_spans(table, sizes, param_dtype, begins=None):
+    """``(vec_begins, vec_ends)``, int64 per tensor: ``vector_span`` for every row at once.
+
+    ``table``: int64 ``[n, 5]`` data addresses (0 where absent: absent buffers never hold the span
+    back); ``sizes``: element counts; ``begins``: first elements (0 if None).
+    """
+    table = np.asarray(table, np.int64).reshape(-1, 5)
+    ends = np.asarray(sizes, np.int64)
+    begins = np.zeros_like(ends) if begins is None else np.asarray(begins, np.int64)
+    width = vector_width(param_dtype)
+    param_size, state_size = np.dtype(param_dtype).itemsize, compute_dtype(param_dtype).itemsize
+    itemsizes = np.array([param_size] * 2 + [state_size] * 3)
+    heads = np.arange(width)
+    # aligned[j, h]: every buffer of row j sits on a 16-byte boundary at element begins[j] + h.
+    at = table[:, None, :] + (begins[:, None, None] + heads[None, :, None]) * itemsizes
+    aligned = ((at % VECTOR_BYTES == 0) | (table[:, None, :] == 0)).all(axis=2)
+    aligned &= heads[None, :] < (ends - begins)[:, None]
+    found = aligned.any(axis=1)
+    vec_begins = np.where(found, begins + aligned.argmax(axis=1), ends)
+    vec_ends = vec_begins + (ends - vec_begins) // width * width
+    return vec_begins, vec_ends
+
+
+def chunk_table(sizes, vec_begins, vec_ends, chunk=CHUNK, begins=None):
+    """int64 ``[n_chunks, CHUNK_FIELDS]``: every non-empty tensor cut into chunks.
+
+    Cuts fall ``chunk`` elements apart from the tensor's vector start (from its begin where it has
+    no vector span), so each chunk's 128-bit span stays aligned and whole: only the first chunk has
+    a scalar head and only the last a scalar tail. ``chunk`` is a multiple of 16 (so of every
+    vector width). Each row: tensor index, begin, vec_begin, vec_end, end.
+    """
+    if chunk % VECTOR_BYTES or not 0 < chunk <= MAX_CHUNK:
+        raise ValueError(f"chunk must be a positive multiple of {VECTOR_BYTES} up to 2^30, "
+                         f"got {chunk}")
+    ends = np.asarray(sizes, np.int64)
+    begins = np.zeros_like(ends) if begins is None else np.asarray(begins, np.int64)
+    vec_begins, vec_ends = np.asarray(vec_begins, np.int64), np.asarray(vec_ends, np.int64)
+    anchors = np.where(vec_begins < ends, vec_begins, begins)
+    counts = np.where(ends > begins, 1 + np.maximum(ends - anchors - 1, 0) // chunk, 0)
+    tensor = np.repeat(np.arange(len(ends), dtype=np.int64), counts)
+    k = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    anchor, end = anchors[tensor], ends[tensor]
+    start = np.where(k == 0, begins[tensor], anchor + k * chunk)
+    stop = np.minimum(anchor + (k + 1) * chunk, end)
+    vec_start = np.clip(vec_begins[tensor], start, stop)
+    vec_stop = np.clip(vec_ends[tensor], vec_start, stop)
+    return np.stack([tensor, start, vec_start, vec_stop, stop], axis=1)
+
+
+def multi_launch_config(n_chunks, multiprocessors):
+    """``(grid, block)``: a block per chunk, up to one resident wave (blocks then loop)."""
+    return max(min(n_chunks, BLOCKS_PER_SM * multiprocessors), 1), BLOCK
+
+
+def multi_kernel_args(descriptors_address, n_tensors, n_chunks, scalars, modes, param_dtype):
+    """The multi kernel's argument tuple, typed as in ``rmsprop.cu``: the tensor table's and the
+    chunk table's device addresses (both in the one ``descriptors`` upload), the chunk count, the
+    scalars and the modes."""
+    if len(scalars) != R.N_SCALARS or len(modes) != R.N_MODES:
+        raise ValueError("expected the rule's scalars and its modes")
+    compute = compute_dtype(param_dtype).type
+    return (
+        np.uint64(descriptors_address),  # const long long* tensors
+        np.uint64(descriptors_address + n_tensors * 5 * 8),  # const long long* chunks
+        np.int64(n_chunks),
+        *(compute(k) for k in scalars),
+        *(np.int32(m) for m in modes),
+    )
+
+
+class MultiLaunch(NamedTuple):
+    name: str  # the kernel instance (multi_kernel_name)
+    grid: int
+    block: int
+    descriptors: np.ndarray  # int64: the tensor table, then the chunk table (copy to the device)
+    key: bytes  # descriptors' bytes: equal keys, equal tables (the device copy is memoized on it)
+    n_tensors: int
+    n_chunks: int
+    scalars: tuple  # for multi_kernel_args
+    modes: tuple
+
+
+def multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk=CHUNK, begins=None):
+    """Everything about one multi-tensor launch but the upload and the launch; None when every
+    tensor is empty (nothing to launch).
+
+    ``table``: int64 ``[n, 5]`` data addresses (0 where absent), ``sizes``: int64 ``[n]``, as
+    ``fastrms.functional`` passes them to ``update_many``. Memoized on the tables' bytes: a
+    training loop passes the same buffers every step.
+    """
+    step = step if rule.bias_correction else None
+    table = np.ascontiguousarray(table, np.int64)
+    sizes = np.ascontiguousarray(sizes, np.int64)
+    begins = None if begins is None else np.ascontiguousarray(begins, np.int64)
+    return _multi_plan(np.dtype(param_dtype), table.tobytes(), sizes.tobytes(), rule, step,
+                       multiprocessors, chunk, None if begins is None else begins.tobytes())
+
+
+@functools.lru_cache(maxsize=256)
+def _multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk, begins):
+    tables = _multi_tables(param_dtype, table, sizes, chunk, begins)
+    if tables is None:
+        return None
+    descriptors, key, n_tensors, n_chunks = tables
+    grid, block = multi_launch_config(n_chunks, multiprocessors)
+    name = multi_kernel_name(param_dtype, rule.momentum != 0, rule.centered)
+    return MultiLaunch(name, grid, block, descriptors, key, n_tensors, n_chunks,
+                       rule.scalars(compute_dtype(param_dtype), step), rule.modes())
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_tables(param_dtype, table, sizes, chunk, begins):
+    """``(descriptors, their bytes, n_tensors, n_chunks)``, or None without chunks. Cached apart
+    from the rule and step: with bias correction every step is a new plan over the same tables."""
+    table = np.frombuffer(table, np.int64).reshape(-1, 5)
+    sizes = np.frombuffer(sizes, np.int64)
+    begins = None if begins is None else np.frombuffer(begins, np.int64)
+    vec_begins, vec_ends = vector_spans(table, sizes, param_dtype, begins)
+    chunks = chunk_table(sizes, vec_begins, vec_ends, chunk, begins)
+    if len(chunks) == 0:
+        return None
+    descriptors = np.concatenate([table.ravel(), chunks.ravel()])
+    descriptors.flags.writeable = False  # shared by every plan that hits this cache entry
+    return descriptors, descriptors.tobytes(), len(table), len(chunks)
 
 
 @functools.lru_cache(maxsize=1)

@@ -8,12 +8,13 @@
 // and division, and no fused multiply-add (--fmad=false), every operation rounds exactly as in
 // the NumPy reference; the host-emulation tests (tests/native/) check that bit for bit.
 //
-// Instances: the kernel is a template on the param dtype and on the two structural flags (is there
-// a momentum buffer, a grad average), which decide what is loaded and stored: 4 x 2 x 2 = 16. The
-// remaining modes (maximize, weight decay form, centered form, eps placement, bias correction,
-// momentum form) are uniform runtime arguments: every thread takes the same branch, which costs a
-// few predicated instructions in a kernel bound by memory traffic, whereas making them template
-// parameters too would mean 384 mode combinations x 4 dtypes to compile and cache.
+// Instances: each kernel (one set of buffers: rmsprop_kernel; a list of them through a pointer
+// table: rmsprop_multi_kernel) is a template on the param dtype and on the two structural flags (is
+// there a momentum buffer, a grad average), which decide what is loaded and stored: 4 x 2 x 2 = 16
+// per kernel. The remaining modes (maximize, weight decay form, centered form, eps placement, bias
+// correction, momentum form) are uniform runtime arguments: every thread takes the same branch,
+// which costs a few predicated instructions in a kernel bound by memory traffic, whereas making
+// them template parameters too would mean 384 mode combinations x 4 dtypes to compile and cache.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -155,8 +156,9 @@ struct Step {
 
     // One element at index i (the scalar path: heads, tails, unaligned views). Absent state
     // buffers are stood in for by g, as in fastrms/reference.py; the rule leaves them unused.
+    template <typename I>
     __host__ __device__ __forceinline__ static void one(
-        long long i, P* __restrict__ param, const P* __restrict__ grad, T* __restrict__ square_avg,
+        I i, P* __restrict__ param, const P* __restrict__ grad, T* __restrict__ square_avg,
         T* __restrict__ momentum_buffer, T* __restrict__ grad_avg,
         const T (&k)[N_SCALARS], const int (&m)[N_MODES]) {
         T x = Precision<P>::widen(param[i]);
@@ -172,8 +174,9 @@ struct Step {
     }
 
     // W elements from index i, every buffer 16-byte aligned there (the launcher guarantees it).
+    template <typename I>
     __host__ __device__ __forceinline__ static void packed(
-        long long i, P* __restrict__ param, const P* __restrict__ grad, T* __restrict__ square_avg,
+        I i, P* __restrict__ param, const P* __restrict__ grad, T* __restrict__ square_avg,
         T* __restrict__ momentum_buffer, T* __restrict__ grad_avg,
         const T (&k)[N_SCALARS], const int (&m)[N_MODES]) {
         constexpr int W = Vector<P>::width;
@@ -204,11 +207,37 @@ struct Step {
 };
 
 constexpr int BLOCK = 256;  // threads per block; fastrms/cuda/loader.py launches exactly this many
+// Blocks resident per multiprocessor that launches count on (loader.py: BLOCKS_PER_SM): at most 64
+// registers per thread. rmsprop_kernel stays below that by itself; the multi kernel is told.
+constexpr int BLOCKS_PER_SM = 4;
 
-// One step over elements [begin, end) of flat buffers, grid-stride, 64-bit indices.
-// [vec_begin, vec_end) (a multiple of the vector width long, every buffer 16-byte aligned at
-// vec_begin) takes the 128-bit path; the head [begin, vec_begin) and the tail [vec_end, end) take
-// the scalar path. Unaligned views pass vec_begin = vec_end = end. Absent state buffers are null.
+// Elements [begin, end) of flat buffers, shared out among `threads` threads from `thread` on, in
+// index type I. [vec_begin, vec_end) (a multiple of the vector width long, every buffer 16-byte
+// aligned at vec_begin) takes the 128-bit path; the head [begin, vec_begin) and the tail
+// [vec_end, end) take the scalar path. Unaligned views pass vec_begin = vec_end = end. Absent state
+// buffers are null. Both kernels below call this, so a list element is updated by the very code a
+// single buffer is.
+template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG, typename I>
+__host__ __device__ __forceinline__ void sweep(
+    I thread, I threads, P* __restrict__ param, const P* __restrict__ grad,
+    typename Precision<P>::T* __restrict__ square_avg,
+    typename Precision<P>::T* __restrict__ momentum_buffer,
+    typename Precision<P>::T* __restrict__ grad_avg, I begin, I vec_begin, I vec_end, I end,
+    const typename Precision<P>::T (&k)[N_SCALARS], const int (&m)[N_MODES]) {
+    using S = Step<P, HAS_MOMENTUM, HAS_GRAD_AVG>;
+    constexpr int W = Vector<P>::width;
+    for (I i = vec_begin + thread * W; i < vec_end; i += threads * W) {
+        S::packed(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+    }
+    for (I i = begin + thread; i < vec_begin; i += threads) {
+        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+    }
+    for (I i = vec_end + thread; i < end; i += threads) {
+        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+    }
+}
+
+// One step over elements [begin, end) of one set of buffers, grid-stride (see sweep).
 // begin is 0 for whole buffers; a nonzero begin (with pointers offset to match) lets a test run
 // indices past 2^32 on a small window.
 template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
@@ -225,23 +254,65 @@ __global__ void __launch_bounds__(BLOCK) rmsprop_kernel(
     int maximize, int weight_decay_mode, int centered_mode, int eps_in_sqrt, int bias_corrected,
     int momentum_mode) {
     using T = typename Precision<P>::T;
-    using S = Step<P, HAS_MOMENTUM, HAS_GRAD_AVG>;
-    constexpr int W = Vector<P>::width;
     const T k[N_SCALARS] = {lr, alpha, one_minus_alpha, eps, weight_decay, momentum, lerp_weight,
                             bias_correction};
     const int m[N_MODES] = {maximize, weight_decay_mode, centered_mode, eps_in_sqrt,
                             bias_corrected, momentum_mode};
     const long long thread = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long threads = static_cast<long long>(gridDim.x) * blockDim.x;
+    sweep<P, HAS_MOMENTUM, HAS_GRAD_AVG, long long>(thread, threads, param, grad, square_avg,
+                                                    momentum_buffer, grad_avg, begin, vec_begin,
+                                                    vec_end, end, k, m);
+}
 
-    for (long long i = vec_begin + thread * W; i < vec_end; i += threads * W) {
-        S::packed(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
-    }
-    for (long long i = begin + thread; i < vec_begin; i += threads) {
-        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
-    }
-    for (long long i = vec_end + thread; i < end; i += threads) {
-        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+// The multi-tensor launch's tables (fastrms/cuda/loader.py: multi_plan builds them), int64 rows:
+// tensors[j] = the data addresses of tensor j's param, grad, square_avg, momentum_buffer, grad_avg
+// (0 where absent); chunks[c] = (tensor, begin, vec_begin, vec_end, end), a piece of one tensor
+// with its 128-bit span already worked out on the host (per tensor alignment, as sweep wants it).
+enum Column { PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG, N_COLUMNS };
+enum ChunkField { TENSOR, BEGIN, VEC_BEGIN, VEC_END, END, N_CHUNK_FIELDS };
+
+// A table entry as a pointer. Loaded from memory, it is a generic pointer to the compiler (ld.v4 /
+// st.v4 rather than rmsprop_kernel's ld.global.v4; hints such as __builtin_assume(__isGlobal(p))
+// or a cvta round trip are folded away by nvcc 13): still one 128-bit access per 16 bytes.
+template <typename E>
+__host__ __device__ __forceinline__ E* address(long long a) {
+    return reinterpret_cast<E*>(static_cast<unsigned long long>(a));
+}
+
+// One step over a whole list of tensors in one launch (torch's multi_tensor_apply idea): block b
+// takes chunks b, b + gridDim.x, ...; its threads share each chunk out as sweep does. Chunks are
+// small (loader.py: CHUNK, 2^16 elements), so a list of one huge and many small tensors still
+// spreads over every block; the grid is one resident wave, as for rmsprop_kernel.
+template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
+__global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
+    const long long* __restrict__ tensors, const long long* __restrict__ chunks, long long n_chunks,
+    typename Precision<P>::T lr, typename Precision<P>::T alpha,
+    typename Precision<P>::T one_minus_alpha, typename Precision<P>::T eps,
+    typename Precision<P>::T weight_decay, typename Precision<P>::T momentum,
+    typename Precision<P>::T lerp_weight, typename Precision<P>::T bias_correction,
+    int maximize, int weight_decay_mode, int centered_mode, int eps_in_sqrt, int bias_corrected,
+    int momentum_mode) {
+    using T = typename Precision<P>::T;
+    const T k[N_SCALARS] = {lr, alpha, one_minus_alpha, eps, weight_decay, momentum, lerp_weight,
+                            bias_correction};
+    const int m[N_MODES] = {maximize, weight_decay_mode, centered_mode, eps_in_sqrt,
+                            bias_corrected, momentum_mode};
+    for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {
+        const long long* chunk = chunks + c * N_CHUNK_FIELDS;
+        const long long* row = tensors + chunk[TENSOR] * N_COLUMNS;
+        // 64-bit offsets move the pointers to the chunk's start; within a chunk (< 2^31 elements,
+        // loader.py checks) int indices do, which saves the registers 64-bit ones would take.
+        const long long at = chunk[BEGIN];
+        P* param = address<P>(row[PARAM]) + at;
+        const P* grad = address<const P>(row[GRAD]) + at;
+        T* square_avg = address<T>(row[SQUARE_AVG]) + at;
+        T* momentum_buffer = HAS_MOMENTUM ? address<T>(row[MOMENTUM_BUFFER]) + at : nullptr;
+        T* grad_avg = HAS_GRAD_AVG ? address<T>(row[GRAD_AVG]) + at : nullptr;
+        sweep<P, HAS_MOMENTUM, HAS_GRAD_AVG, int>(
+            static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), param, grad, square_avg,
+            momentum_buffer, grad_avg, 0, static_cast<int>(chunk[VEC_BEGIN] - at),
+            static_cast<int>(chunk[VEC_END] - at), static_cast<int>(chunk[END] - at), k, m);
     }
 }
 
@@ -256,12 +327,20 @@ __global__ void __launch_bounds__(BLOCK) rmsprop_kernel(
     fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T,                   \
     fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T, int, int, int,    \
     int, int, int);
-#define FASTRMS_INSTANCES(P) FASTRMS_INSTANCE(P, false, false) FASTRMS_INSTANCE(P, true, false)     \
-    FASTRMS_INSTANCE(P, false, true) FASTRMS_INSTANCE(P, true, true)
+#define FASTRMS_MULTI_INSTANCE(P, M, A) template __global__ void                                  \
+    fastrms::rmsprop_multi_kernel<P, M, A>(const long long*, const long long*, long long,            \
+    fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T,                   \
+    fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T,                   \
+    fastrms::Precision<P>::T, fastrms::Precision<P>::T, int, int, int, int, int, int);
+#define FASTRMS_BOTH(P, M, A) FASTRMS_INSTANCE(P, M, A) FASTRMS_MULTI_INSTANCE(P, M, A)
+#define FASTRMS_INSTANCES(P) FASTRMS_BOTH(P, false, false) FASTRMS_BOTH(P, true, false)             \
+    FASTRMS_BOTH(P, false, true) FASTRMS_BOTH(P, true, true)
 FASTRMS_INSTANCES(float)
 FASTRMS_INSTANCES(double)
 FASTRMS_INSTANCES(__half)
 FASTRMS_INSTANCES(__nv_bfloat16)
 #undef FASTRMS_INSTANCES
+#undef FASTRMS_BOTH
+#undef FASTRMS_MULTI_INSTANCE
 #undef FASTRMS_INSTANCE
 #endif

@@ -19,6 +19,12 @@ def kernel_parameters(param_dtype):
     return [ctypes.c_void_p] * 5 + [ctypes.c_longlong] * 4 + [compute] * 8 + [ctypes.c_int] * 6
 
 
+def multi_kernel_parameters(param_dtype):
+    """The C parameter types of ``rmsprop_multi_kernel<P, ...>``, in rmsprop.cu's order."""
+    compute = ctypes.c_float if loader.compute_dtype(param_dtype) == np.float32 else ctypes.c_double
+    return [ctypes.c_void_p] * 2 + [ctypes.c_longlong] + [compute] * 8 + [ctypes.c_int] * 6
+
+
 class HostKernels:
     def __init__(self, path):
         self.lib = ctypes.CDLL(str(path))
@@ -26,18 +32,22 @@ class HostKernels:
         for dtype in loader.CXX_TYPES:
             for m in (False, True):
                 for a in (False, True):
-                    fn = getattr(self.lib, f"fastrms_host_{dtype.name}_{int(m)}{int(a)}")
-                    fn.restype = None
-                    fn.argtypes = [ctypes.c_uint, ctypes.c_uint] + kernel_parameters(dtype)
-                    self._by_name[loader.kernel_name(dtype, m, a)] = (fn, dtype)
+                    for kind, name, parameters in (
+                            ("", loader.kernel_name, kernel_parameters),
+                            ("multi_", loader.multi_kernel_name, multi_kernel_parameters)):
+                        fn = getattr(self.lib, f"fastrms_host_{kind}{dtype.name}_{int(m)}{int(a)}")
+                        fn.restype = None
+                        fn.argtypes = [ctypes.c_uint, ctypes.c_uint] + parameters(dtype)
+                        self._by_name[name(dtype, m, a)] = (fn, parameters(dtype))
 
-    def launch(self, launch):
-        """Run ``launch`` (a ``loader.Launch``), refusing arguments not typed as the kernel's."""
-        fn, dtype = self._by_name[launch.name]
-        expected = kernel_parameters(dtype)
-        assert len(launch.args) == len(expected), f"{len(launch.args)} args, kernel has {len(expected)}"
+    def launch(self, launch, args=None):
+        """Run ``launch`` (a ``loader.Launch``, or a ``loader.MultiLaunch`` with its ``args``),
+        refusing arguments not typed as the kernel's."""
+        fn, expected = self._by_name[launch.name]
+        args = launch.args if args is None else args
+        assert len(args) == len(expected), f"{len(args)} args, kernel has {len(expected)}"
         values = []
-        for i, (arg, c_type) in enumerate(zip(launch.args, expected)):
+        for i, (arg, c_type) in enumerate(zip(args, expected)):
             packed = C_TYPES.get(np.asarray(arg).dtype)
             assert packed is c_type, f"argument {i} packed as {type(arg).__name__}, kernel has {c_type}"
             values.append(arg.item())
@@ -50,4 +60,22 @@ class HostKernels:
         addresses = tuple(None if b is None else b.ctypes.data for b in buffers)
         launch = loader.plan(param.dtype, addresses, param.size, rule, step, multiprocessors)
         self.launch(launch)
+        return launch
+
+    def step_many(self, rule, step, params, grads, square_avgs, momentum_buffers=None,
+                  grad_avgs=None, multiprocessors=2, chunk=loader.CHUNK):
+        """One step on lists of host arrays, planned and packed as fastrms.cuda.backend.update_many
+        does it (the tables stay in host memory, where the emulated kernel reads them). Returns the
+        plan (None when every tensor is empty: nothing launched)."""
+        columns = (params, grads, square_avgs, momentum_buffers, grad_avgs)
+        table = np.array([[0 if c is None else c[j].ctypes.data for c in columns]
+                          for j in range(len(params))], dtype=np.int64)
+        sizes = np.array([p.size for p in params], dtype=np.int64)
+        launch = loader.multi_plan(params[0].dtype, table, sizes, rule, step, multiprocessors,
+                                   chunk)
+        if launch is not None:
+            args = loader.multi_kernel_args(launch.descriptors.ctypes.data, launch.n_tensors,
+                                            launch.n_chunks, launch.scalars, launch.modes,
+                                            params[0].dtype)
+            self.launch(launch, args)
         return launch
