@@ -82,18 +82,18 @@ def refuse(name, a, want, param_dtype, shape, written):
         raise ValueError(f"{name} is read-only, but fastrms updates it in place")
 
 
-# The buffers last found disjoint, held weakly: a training loop passes the same arrays every
-# step, and an ndarray's byte range cannot change while the object lives, so the pairwise test
-# (a third of a small call's cost) runs once per set of buffers.
-_last_disjoint = ()
+# Sets of buffers found disjoint, keyed by their ids and held weakly: a training loop passes the
+# same few sets every step (a benchmark alternating two grads, two sets), and an ndarray's byte
+# range cannot change while the object lives, so the pairwise test (a third of a small call's
+# cost) runs once per set. A dead weakref (an id reused by a new array) is a miss.
+_disjoint = {}
+_DISJOINT_KEPT = 16
 
 
 def _check_disjoint(arrays):
-    global _last_disjoint
-    last = _last_disjoint
-    if len(last) == len(arrays) and all(
-        (w is None and a is None) or (w is not None and w() is a) for w, a in zip(last, arrays)
-    ):
+    key = tuple(map(id, arrays))
+    refs = _disjoint.get(key)
+    if refs is not None and all(r is None or r() is not None for r in refs):
         return
     # C-contiguous buffers overlap exactly when their byte ranges do, so the cheap bounds test of
     # may_share_memory is exact here. grad is only read, but must not overlap a written buffer.
@@ -104,7 +104,9 @@ def _check_disjoint(arrays):
             if a_i is a_j or may_share(a_i, a_j):
                 raise ValueError(f"{name_i} and {name_j} overlap in memory; each must be its own buffer")
     if isinstance(arrays[0], np.ndarray):
-        _last_disjoint = tuple(None if a is None else weakref.ref(a) for a in arrays)
+        if len(_disjoint) >= _DISJOINT_KEPT:
+            _disjoint.clear()
+        _disjoint[key] = tuple(None if a is None else weakref.ref(a) for a in arrays)
 
 
 def _cupy_may_share(a, b):

@@ -19,7 +19,8 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
     """
     arrays = [param, grad, square_avg, momentum_buffer, grad_avg]
     if type(param) is np.ndarray and type(grad) is np.ndarray and type(square_avg) is np.ndarray \
-            and momentum_buffer is None and grad_avg is None:
+            and (momentum_buffer is None or type(momentum_buffer) is np.ndarray) \
+            and (grad_avg is None or type(grad_avg) is np.ndarray):
         place = _buffers.HOST  # the common case, without the per-buffer conversion below
     elif isinstance(param, (list, tuple)):
         return _apply_many(rule, arrays, step, backend)
