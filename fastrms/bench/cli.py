@@ -35,12 +35,12 @@ def parser():
     )
     p.add_argument("--quick", action="store_true",
                    help=f"sizes {', '.join(report._n(n) for n in run.QUICK_SIZES)}, variants "
-                        f"{', '.join(run.QUICK_VARIANTS)}, 5 samples: under a minute")
+                        f"{', '.join(run.QUICK_VARIANTS)}, 3 samples: under a minute")
     p.add_argument("--sizes", type=_sizes, help="comma-separated element counts, e.g. 2^20,1000")
     p.add_argument("--variants", type=_names(tuple(VARIANTS)), help="comma-separated, default all")
     p.add_argument("--backends", type=_names(runners.ALL_BACKENDS), help="comma-separated, default all")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16"))
-    p.add_argument("--repeat", type=int, help="samples per median (default 11, --quick 5)")
+    p.add_argument("--repeat", type=int, help="samples per median (default 11, --quick 3)")
     p.add_argument("--json", metavar="PATH", help="write every figure and the machine to PATH")
     p.add_argument("--plot", metavar="PATH.png", help="draw GB/s against size (needs matplotlib)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
@@ -56,7 +56,7 @@ def main(argv=None):
     sizes = args.sizes or (run.QUICK_SIZES if args.quick else run.FULL_SIZES)
     variants = args.variants or (run.QUICK_VARIANTS if args.quick else tuple(VARIANTS))
     backends = args.backends or runners.ALL_BACKENDS
-    repeat = args.repeat or (5 if args.quick else 11)
+    repeat = args.repeat or (3 if args.quick else 11)
     if repeat < 1:
         raise SystemExit("--repeat must be at least 1")
     machine = report.machine()
