@@ -17,3 +17,17 @@ def skip_or_fail(reason):
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)
+
+
+@pytest.fixture(scope="session")
+def host_kernels():
+    """rmsprop.cu compiled for the host (tests/native): the CUDA kernels, run on the CPU."""
+    from native import toolchain
+    from native.emulation import HostKernels
+
+    reason = toolchain.missing_tools()
+    if reason:
+        skip_or_fail(f"host emulation of rmsprop.cu {reason}")
+    ok, log = toolchain.build("fastrms_host_kernels")
+    assert ok, log
+    return HostKernels(toolchain.BUILD_DIR / toolchain.HOST_LIBRARY)

@@ -9,47 +9,26 @@ offsets; six rules covering every mode value and every set of state buffers at 2
 import numpy as np
 import pytest
 
-from conftest import skip_or_fail
 from fastrms import reference
 from fastrms._spec import Rule
 from fastrms.cuda import loader
-from native import cases, toolchain
-from native.emulation import HostKernels
+from native import cases
 
 STEPS = 7
-
-
-@pytest.fixture(scope="module")
-def host_kernels():
-    reason = toolchain.missing_tools()
-    if reason:
-        skip_or_fail(f"host emulation of rmsprop.cu {reason}")
-    ok, log = toolchain.build("fastrms_host_kernels")
-    assert ok, log
-    return HostKernels(toolchain.BUILD_DIR / toolchain.HOST_LIBRARY)
-
-
-def _offset_view(a, offset):
-    """A copy of ``a`` placed ``offset`` elements after a 64-byte boundary (64-byte aligned at 0)."""
-    raw = np.empty(a.nbytes + (offset + 1) * a.itemsize + 64, np.uint8)
-    start = -raw.ctypes.data % 64 + offset * a.itemsize
-    view = raw[start:start + a.nbytes].view(a.dtype)
-    view[...] = a
-    return view
 
 
 def _compare(host_kernels, rule, param_dtype, n, rng, offsets=(0, 0, 0, 0, 0)):
     """7 steps on both paths from the same state; returns the last launch plan."""
     param, square_avg, momentum_buffer, grad_avg = cases.state(rng, rule, param_dtype, n)
     ref = [param, square_avg, momentum_buffer, grad_avg]
-    emu = [None if a is None else _offset_view(a, o)
+    emu = [None if a is None else cases.offset_view(a, o)
            for a, o in zip(ref, (offsets[0],) + tuple(offsets[2:]))]
     ref = [None if a is None else a.copy() for a in ref]
     launch = None
     for t in range(1, STEPS + 1):
         grad = cases.grad(rng, param_dtype, n)
         reference.update(ref[0], grad, ref[1], ref[2], ref[3], rule, t)
-        launch = host_kernels.step(rule, t, emu[0], _offset_view(grad, offsets[1]), *emu[1:])
+        launch = host_kernels.step(rule, t, emu[0], cases.offset_view(grad, offsets[1]), *emu[1:])
     for name, want, got in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), ref, emu):
         if want is not None:
             cases.assert_same(got, want, err_msg=f"{name} after {STEPS} steps")

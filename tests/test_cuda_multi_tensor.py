@@ -13,12 +13,10 @@ import types
 import numpy as np
 import pytest
 
-from conftest import skip_or_fail
 from fastrms import reference
 from fastrms._spec import Rule
 from fastrms.cuda import loader
-from native import cases, toolchain
-from native.emulation import HostKernels
+from native import cases
 
 F32, F64, F16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
 STEPS = 3
@@ -29,32 +27,13 @@ LIST = [(0, (0,) * 5), (1, (0,) * 5), (3, (1,) * 5), (4097, (0,) * 5), (4097, (1
         (4097, (1, 0, 2, 3, 0)), (0, (1,) * 5)]
 
 
-@pytest.fixture(scope="module")
-def host_kernels():
-    reason = toolchain.missing_tools()
-    if reason:
-        skip_or_fail(f"host emulation of rmsprop.cu {reason}")
-    ok, log = toolchain.build("fastrms_host_kernels")
-    assert ok, log
-    return HostKernels(toolchain.BUILD_DIR / toolchain.HOST_LIBRARY)
-
-
-def _offset_view(a, offset):
-    """A copy of ``a`` placed ``offset`` elements after a 64-byte boundary."""
-    raw = np.empty(a.nbytes + (offset + 1) * a.itemsize + 64, np.uint8)
-    start = -raw.ctypes.data % 64 + offset * a.itemsize
-    view = raw[start:start + a.nbytes].view(a.dtype)
-    view[...] = a
-    return view
-
-
 def _lists(rng, rule, dtype, layout):
     """(reference columns, emulated columns): the same state, the emulated copies at the offsets."""
     ref, emu = [[] for _ in range(4)], [[] for _ in range(4)]
     for n, offsets in layout:
         for k, (a, o) in enumerate(zip(cases.state(rng, rule, dtype, n), offsets[:1] + offsets[2:])):
             ref[k].append(None if a is None else a.copy())
-            emu[k].append(None if a is None else _offset_view(a, o))
+            emu[k].append(None if a is None else cases.offset_view(a, o))
     return ([None if c[0] is None else c for c in ref], [None if c[0] is None else c for c in emu])
 
 
@@ -67,7 +46,7 @@ def _compare(run_step, rule, dtype, rng, layout=LIST, steps=STEPS):
         for j in range(len(layout)):
             reference.update(ref[0][j], grads[j], ref[1][j], *(None if c is None else c[j]
                                                                 for c in ref[2:]), rule, t)
-        launches.append(run_step(t, [_offset_view(g, o[1]) for g, (_, o) in zip(grads, layout)], emu))
+        launches.append(run_step(t, [cases.offset_view(g, o[1]) for g, (_, o) in zip(grads, layout)], emu))
     for name, want, got in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), ref, emu):
         for j in range(len(layout)) if want is not None else ():
             cases.assert_same(got[j], want[j], err_msg=f"{name}[{j}] after {steps} steps")

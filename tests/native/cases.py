@@ -52,6 +52,15 @@ def some_modes():
     return [(desc, rules[desc]) for desc in SOME]
 
 
+def offset_view(a, offset):
+    """A copy of ``a`` placed ``offset`` elements after a 64-byte boundary (64-byte aligned at 0)."""
+    raw = np.empty(a.nbytes + (offset + 1) * a.itemsize + 64, np.uint8)
+    start = -raw.ctypes.data % 64 + offset * a.itemsize
+    view = raw[start:start + a.nbytes].view(a.dtype)
+    view[...] = a
+    return view
+
+
 def state(rng, rule, param_dtype, n):
     """Param, square_avg, momentum_buffer, grad_avg: normal-range values (no denormals), with
     square_avg large next to grad_avg² so that centered variances stay positive (no NaN)."""
