@@ -26,6 +26,13 @@ def native(x, name):
         return arrays.as_cupy(x, name)
     if isinstance(x, np.ndarray) or hasattr(x, "__array_interface__"):
         return np.asarray(x), HOST
+    if getattr(getattr(x, "device", None), "type", None) == "cpu" and hasattr(x, "numpy"):
+        # A torch CPU tensor: .numpy() is zero-copy and writeable (np.from_dlpack is read-only
+        # before NumPy 2.2.5).
+        try:
+            return x.numpy(), HOST
+        except (TypeError, RuntimeError) as exc:  # e.g. bfloat16, which NumPy lacks
+            raise TypeError(f"{name}: {exc}") from None
     if hasattr(x, "__dlpack_device__"):
         kind, device = x.__dlpack_device__()
         if kind == _DLPACK_CPU:

@@ -187,17 +187,19 @@ def _address(a):
     return address
 
 
-_last_disjoint_table = None  # the last (table, sizes) found disjoint: loops pass the same each step
+# The last (table, sizes, itemsizes) found disjoint: loops pass the same each step. The byte
+# extents depend on all three (float64 views at float32 buffers' addresses can overlap).
+_last_disjoint_table = None
 
 
 def _check_disjoint_many(table, sizes, itemsizes):
     """No written buffer (param, state) overlaps another buffer; grads may share memory."""
     global _last_disjoint_table
     last = _last_disjoint_table
-    if last is not None and np.array_equal(last[0], table) and np.array_equal(last[1], sizes):
+    if last is not None and all(np.array_equal(a, b) for a, b in zip(last, (table, sizes, itemsizes))):
         return
     nbytes = sizes[:, None] * itemsizes
-    present = (nbytes > 0) & (itemsizes > 0)
+    present = nbytes > 0
     written = present.copy()
     written[:, 1] = False
     starts, ends = table[written], table[written] + nbytes[written]
@@ -212,7 +214,7 @@ def _check_disjoint_many(table, sizes, itemsizes):
     before = np.searchsorted(starts, g_ends, side="left") - 1
     if ((before >= 0) & (ends[np.maximum(before, 0)] > g_starts)).any():
         raise ValueError(_overlap_message(table, nbytes, present))
-    _last_disjoint_table = (table.copy(), sizes.copy())
+    _last_disjoint_table = (table.copy(), sizes.copy(), itemsizes.copy())
 
 
 def _overlap_message(table, nbytes, present):

@@ -65,9 +65,12 @@ class RMSprop:
 
 
 def _dtype_of(param):
+    """``param``'s dtype as NumPy's; for torch's bfloat16 a same-size stand-in (float16): only the
+    size decides the state dtype, and NumPy has no bfloat16 without ml_dtypes."""
     import numpy as np
 
     dtype = param.dtype
     if type(dtype).__module__.startswith("torch"):
-        return np.dtype(str(dtype).removeprefix("torch."))
+        name = str(dtype).removeprefix("torch.")
+        return np.dtype(np.float16 if name == "bfloat16" else name)
     return np.dtype(dtype)

@@ -1,5 +1,6 @@
 """``RMSpropState``: the optimizer's buffers, allocated like the params, saved with torch's keys."""
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,15 +36,22 @@ class RMSpropState:
     def from_state_dict(cls, d, like=None):
         """Rebuild a state from ``state_dict()`` output (or torch's per-param state).
 
-        The arrays are copied: NumPy arrays by default, or arrays of ``like``'s kind and device.
+        The arrays are copied: NumPy arrays by default, or arrays of ``like``'s kind and device,
+        in the state dtype for ``like`` (float32 for half-precision params: torch keeps their
+        state in the param dtype).
         """
         missing = {"step", "square_avg"} - set(d)
         if missing:
             raise KeyError(f"state dict lacks {', '.join(sorted(missing))}")
         step = float(to_numpy(d["step"]))
-        if step != int(step) or step < 0:
+        if not math.isfinite(step) or step != int(step) or step < 0:
             raise ValueError(f"state dict's step must be a whole number >= 0, got {step}")
-        arrays = {k: copy_like(d[k], like) for k in STATE_KEYS if d.get(k) is not None}
+        dtype = None
+        if like is not None:
+            from .optimizer import _dtype_of
+
+            dtype = np.dtype(np.float32) if _dtype_of(like).itemsize < 4 else _dtype_of(like)
+        arrays = {k: copy_like(d[k], like, dtype) for k in STATE_KEYS if d.get(k) is not None}
         return cls(step=int(step), **arrays)
 
 
@@ -72,15 +80,21 @@ def to_numpy(x):
     """A NumPy copy of an array of any kind."""
     kind = _kind(x)
     if kind == "torch":
-        return x.detach().cpu().numpy().copy()
+        x = x.detach().cpu()
+        if str(x.dtype) == "torch.bfloat16":  # no NumPy bfloat16: widen (exact) to float32
+            x = x.float()
+        return x.numpy().copy()
     if kind == "cupy":
-        return x.get()
-    return np.array(x)
+        return np.ascontiguousarray(x.get())
+    return np.array(x, order="C")
 
 
-def copy_like(value, like):
-    """A copy of ``value`` of ``like``'s kind and device (a NumPy array when ``like`` is None)."""
+def copy_like(value, like, dtype=None):
+    """A C-contiguous copy of ``value`` of ``like``'s kind and device (NumPy when ``like`` is
+    None), cast to ``dtype`` when given."""
     host = to_numpy(value)
+    if dtype is not None:
+        host = host.astype(dtype)
     kind = _kind(like) if like is not None else "numpy"
     if kind == "torch":
         import torch

@@ -121,7 +121,10 @@ class RMSprop(torch.optim.Optimizer):
     def step(self, closure=None):
         """One step for every param with a gradient; returns ``closure()``'s loss if given.
 
-        Every group is checked and its state allocated before any param is written.
+        Every group's arguments are checked and its state allocated before any param is
+        written. The buffers themselves are checked per (group, device, dtype) call, each before
+        it writes: if a later call fails (say, CUDA params where CuPy is not usable), the earlier
+        calls' params have already stepped.
         """
         loss = None
         if closure is not None:

@@ -150,3 +150,15 @@ def test_backends_lists_every_backend_with_a_reason():
     assert infos["numpy"].usable and infos["numba"].usable
     for info in infos.values():
         assert info.usable == (info.reason == "")
+
+
+def test_list_call_rechecks_overlap_when_only_the_itemsize_changed():
+    """A cached 'disjoint' verdict for float32 buffers must not cover float64 views that overlap."""
+    raw, grads = np.zeros(64, np.float64), np.ones(32, np.float64)
+    as32 = raw.view(np.float32)
+    fastrms.rmsprop_update([as32[0:32]], [grads.view(np.float32)[0:32]], [as32[32:64]])
+    # The same addresses and counts, 8-byte items: param and square_avg now overlap.
+    before = raw.copy()
+    with pytest.raises(ValueError, match="overlap"):
+        fastrms.rmsprop_update([raw[0:32]], [grads], [raw[16:48]])
+    np.testing.assert_array_equal(raw, before)

@@ -93,3 +93,36 @@ def test_from_state_dict_refuses_bad_dicts():
         fastrms.RMSpropState.from_state_dict({"step": 1})
     with pytest.raises(ValueError, match="step"):
         fastrms.RMSpropState.from_state_dict({"step": 1.5, "square_avg": np.ones(2)})
+
+
+def test_init_and_load_for_half_precision_torch_params_keep_float32_state():
+    torch = pytest.importorskip("torch")
+    for dtype in (torch.bfloat16, torch.float16):
+        p = torch.zeros(3, dtype=dtype)
+        assert fastrms.RMSprop().init(p).square_avg.dtype == torch.float32
+        torch_state = {"step": torch.tensor(2.0), "square_avg": torch.full((3,), 0.5, dtype=dtype)}
+        loaded = fastrms.RMSpropState.from_state_dict(torch_state, like=p)
+        assert loaded.square_avg.dtype == torch.float32 and loaded.step == 2
+        assert float(loaded.square_avg[0]) == 0.5
+
+
+def test_from_state_dict_gives_c_contiguous_state():
+    d = {"step": 1, "square_avg": np.asfortranarray(np.ones((3, 4), np.float32))}
+    state = fastrms.RMSpropState.from_state_dict(d)
+    assert state.square_avg.flags.c_contiguous
+    p = np.zeros((3, 4), np.float32)
+    fastrms.RMSprop().step(p, np.ones((3, 4), np.float32), state)
+    assert state.step == 2
+
+
+@pytest.mark.parametrize("step", [float("nan"), float("inf")])
+def test_from_state_dict_refuses_non_finite_step(step):
+    with pytest.raises(ValueError, match="step"):
+        fastrms.RMSpropState.from_state_dict({"step": step, "square_avg": np.ones(2)})
+
+
+def test_torch_cpu_tensors_are_updated_in_place():
+    torch = pytest.importorskip("torch")
+    p, g, s = torch.ones(5), torch.full((5,), 0.5), torch.zeros(5)
+    fastrms.rmsprop_update(p, g, s)
+    assert (p < 1).all() and (s > 0).all()
