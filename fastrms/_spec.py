@@ -95,14 +95,18 @@ class Rule:
         return _scalars(self, np.dtype(dtype), 0)
 
     def state_dtype(self, param_dtype):
-        """State buffers are float32 for half-precision params, else the params' dtype."""
+        """``state_dtype(param_dtype)``, memoized on the hot path."""
         try:
             return self._state_dtypes[param_dtype]
         except KeyError:
-            dtype = np.dtype(param_dtype)
-            state = np.dtype(np.float32) if dtype.itemsize < 4 else dtype
-            self._state_dtypes[param_dtype] = state
+            state = self._state_dtypes[param_dtype] = state_dtype(param_dtype)
             return state
+
+
+def state_dtype(param_dtype):
+    """The state (and compute) dtype: float32 for half-precision params, else the params' own."""
+    dtype = np.dtype(param_dtype)
+    return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
 
 
 RULE_FIELDS = tuple(f.name for f in fields(Rule))

@@ -48,9 +48,10 @@ class RMSpropState:
             raise ValueError(f"state dict's step must be a whole number >= 0, got {step}")
         dtype = None
         if like is not None:
+            from ._spec import state_dtype
             from .optimizer import _dtype_of
 
-            dtype = np.dtype(np.float32) if _dtype_of(like).itemsize < 4 else _dtype_of(like)
+            dtype = state_dtype(_dtype_of(like))
         arrays = {k: copy_like(d[k], like, dtype) for k in STATE_KEYS if d.get(k) is not None}
         return cls(step=int(step), **arrays)
 

@@ -2,6 +2,8 @@
 
 import numpy as np
 
+from .._spec import state_dtype
+
 VARIANTS = {
     # name: (momentum buffer, grad average)
     "plain": (False, False),
@@ -9,12 +11,6 @@ VARIANTS = {
     "centered": (False, True),
     "momentum+centered": (True, True),
 }
-
-
-def state_dtype(dtype):
-    """The state dtype fastrms keeps for params of ``dtype`` (float32 for the half types)."""
-    dtype = np.dtype(dtype)
-    return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
 
 
 def bytes_per_element(variant, dtype):

@@ -13,6 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import rule as R
+from .._spec import state_dtype
 
 try:  # bfloat16 has no NumPy dtype of its own; ml_dtypes supplies the one torch and JAX share
     from ml_dtypes import bfloat16
@@ -39,10 +40,8 @@ if bfloat16 is not None:
 DTYPES = frozenset(CXX_TYPES)
 
 
-def compute_dtype(param_dtype):
-    """The kernel's compute and state dtype: float32 for half params, else the params' own."""
-    param_dtype = np.dtype(param_dtype)
-    return np.dtype(np.float32) if param_dtype.itemsize < 4 else param_dtype
+# The kernel's compute and state dtype: float32 for half params, else the params' own.
+compute_dtype = state_dtype
 
 
 def kernel_name(param_dtype, has_momentum_buffer, has_grad_avg):
