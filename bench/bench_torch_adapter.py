@@ -1,4 +1,5 @@
-"""fastrms.torch.RMSprop vs torch.optim.RMSprop on a 100-tensor model (CPU), per step.
+"""fastrms.torch.RMSprop vs torch.optim.RMSprop on a 100-tensor model, per step (CPU; CUDA too
+where torch sees a device).
 
 The issue's model: 100 float32 tensors whose sizes are spread geometrically from 10² to 10⁶
 elements (11.2 M in all; memory-bound), and a small one, 10² to 10⁴ (0.2 M; call-overhead-bound).
@@ -31,15 +32,34 @@ MODELS = {
 assert all(sizes.size == N_TENSORS for sizes in MODELS.values())
 VARIANTS = ["torch_forloop", "torch_foreach", "fastrms", "fastrms_flat"]
 ROUNDS = 21
+DEVICES = ["cpu", "cuda"]  # cuda: skipped where torch sees no device
 
 
-def build(variant, model="1e2-1e6", seed=0):
+def on(device):
+    """``device``, or a skip where it is CUDA and torch sees none."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    return device
+
+
+def timed(step, device):
+    """A step and the wall time it took, the device's queue drained before and after."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def build(variant, model="1e2-1e6", seed=0, device="cpu"):
     """Params with fixed random grads and the optimizer of ``variant``, warmed up (compiled)."""
     gen = torch.Generator().manual_seed(seed)
     params = []
     for n in MODELS[model]:
-        p = torch.nn.Parameter(torch.randn(int(n), generator=gen))
-        p.grad = torch.randn(int(n), generator=gen)
+        p = torch.nn.Parameter(torch.randn(int(n), generator=gen).to(device))
+        p.grad = torch.randn(int(n), generator=gen).to(device)
         params.append(p)
     if variant == "torch_forloop":
         opt = torch.optim.RMSprop(params, foreach=False)
@@ -52,12 +72,12 @@ def build(variant, model="1e2-1e6", seed=0):
     return opt
 
 
-def info(benchmark, variant, model):
+def info(benchmark, variant, model, device):
     import numba
 
     elements = int(MODELS[model].sum())
     benchmark.extra_info.update(
-        variant=variant, model=model, tensors=N_TENSORS, elements=elements,
+        variant=variant, model=model, device=device, tensors=N_TENSORS, elements=elements,
         bytes_per_step_fused=20 * elements,  # float32: read p, g, s; write p, s
         torch=torch.__version__, numba=numba.__version__, numpy=np.__version__,
         cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
@@ -66,34 +86,36 @@ def info(benchmark, variant, model):
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("model", MODELS)
-def test_step(benchmark, model, variant):
-    opt = build(variant, model)
-    info(benchmark, variant, model)
-    benchmark.group = f"step, 100 tensors {model}"
-    benchmark.pedantic(opt.step, rounds=ROUNDS, iterations=1, warmup_rounds=1)
+@pytest.mark.parametrize("device", DEVICES)
+def test_step(benchmark, device, model, variant):
+    opt = build(variant, model, device=on(device))
+    info(benchmark, variant, model, device)
+    benchmark.group = f"step, 100 tensors {model}, {device}"
+    benchmark.pedantic(lambda: timed(opt.step, device), rounds=ROUNDS, iterations=1,
+                       warmup_rounds=1)
 
 
 @pytest.mark.parametrize("model", MODELS)
-def test_side_by_side(benchmark, model):
+@pytest.mark.parametrize("device", DEVICES)
+def test_side_by_side(benchmark, device, model):
     """The four variants interleaved round by round; prints medians and ratios to torch's."""
-    opts = {v: build(v, model) for v in VARIANTS}
+    opts = {v: build(v, model, device=on(device)) for v in VARIANTS}
     times = {v: [] for v in VARIANTS}
     for _ in range(ROUNDS):
         for v, opt in opts.items():
-            start = time.perf_counter()
-            opt.step()
-            times[v].append(time.perf_counter() - start)
+            times[v].append(timed(opt.step, device))
     medians = {v: statistics.median(t) for v, t in times.items()}
     base = medians["torch_forloop"]
-    print(f"\n100 tensors {model}, {int(MODELS[model].sum()):,} float32 elements, "
+    print(f"\n{device}: 100 tensors {model}, {int(MODELS[model].sum()):,} float32 elements, "
           f"{ROUNDS} interleaved rounds, "
           f"torch threads {torch.get_num_threads()}")
     for v in VARIANTS:
         print(f"  {v:14s} median {medians[v] * 1e3:8.2f} ms   torch for-loop / this = "
               f"{base / medians[v]:5.2f}x")
-    info(benchmark, "side_by_side", model)
-    benchmark.group = f"side by side, 100 tensors {model}"
+    info(benchmark, "side_by_side", model, device)
+    benchmark.group = f"side by side, 100 tensors {model}, {device}"
     benchmark.extra_info.update({f"median_ms_{v}": medians[v] * 1e3 for v in VARIANTS})
     benchmark.extra_info.update({f"speedup_{v}": base / medians[v] for v in VARIANTS})
     # the benchmark's own timing: the flat fastrms step, for the pytest-benchmark table
-    benchmark.pedantic(opts["fastrms_flat"].step, rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(lambda: timed(opts["fastrms_flat"].step, device), rounds=ROUNDS,
+                       iterations=1)

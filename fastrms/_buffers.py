@@ -5,6 +5,8 @@ zero-copy: host buffers become NumPy arrays, GPU buffers CuPy arrays (through
 ``fastrms.cuda.arrays``). Every check runs before anything is written.
 """
 
+import functools
+import sys
 import weakref
 
 import numpy as np
@@ -18,12 +20,17 @@ def native(x, name):
     """``(array, place)``: a NumPy or CuPy array over ``x``'s own memory, and where it lives."""
     if type(x) is np.ndarray:
         return x, HOST
+    cupy = sys.modules.get("cupy")  # never import CuPy for a host buffer
+    if cupy is not None and isinstance(x, cupy.ndarray):
+        # Already native. (Asking a CuPy array for __cuda_array_interface__ queries the device's
+        # current stream: microseconds per buffer and step.)
+        return _cuda_arrays().as_cupy(x, name)
     if getattr(x, "requires_grad", False):  # a torch leaf: its data, as torch's in-place ops see it
         x = x.detach()
+    if getattr(x, "is_cuda", False) is True:  # a torch CUDA tensor: wrapped from its metadata
+        return _cuda_arrays().as_cupy(x, name)
     if hasattr(x, "__cuda_array_interface__"):
-        from .cuda import arrays
-
-        return arrays.as_cupy(x, name)
+        return _cuda_arrays().as_cupy(x, name)
     if isinstance(x, np.ndarray) or hasattr(x, "__array_interface__"):
         return np.asarray(x), HOST
     if getattr(getattr(x, "device", None), "type", None) == "cpu" and hasattr(x, "numpy"):
@@ -38,14 +45,19 @@ def native(x, name):
         if kind == _DLPACK_CPU:
             return np.from_dlpack(x), HOST
         if kind == _DLPACK_CUDA:
-            from .cuda import arrays
-
-            return arrays.as_cupy(x, name)
+            return _cuda_arrays().as_cupy(x, name)
         raise ValueError(f"{name} lives on DLPack device type {int(kind)}, which fastrms cannot update")
     raise TypeError(
         f"{name} must be an array (NumPy, CuPy, torch, or anything with __array_interface__, "
         f"__cuda_array_interface__ or DLPack), got {type(x).__name__}"
     )
+
+
+@functools.cache
+def _cuda_arrays():
+    from .cuda import arrays  # imports CuPy: only once a buffer is on a GPU
+
+    return arrays
 
 
 def check(backend, rule, arrays):

@@ -228,11 +228,9 @@ class RMSprop(torch.optim.Optimizer):
         names = _state_names(rule)
         calls = []
         for fg in flats:
-            with_grad = [j for j, p in enumerate(fg.params) if p.grad is not None]
+            with_grad = fg.gather_grads()
             if not with_grad:
                 continue
-            for j in with_grad:
-                _checked_grad(fg.params[j])
             if fg.bound_names != names:  # the group's momentum or centered changed
                 fg.bound.clear()
                 fg.bound_names = names
@@ -319,8 +317,10 @@ class _Call:
 class _TensorViews:
     """What ``apply`` takes for one param and its state, made once and reused every step.
 
-    On the CPU: NumPy views of the tensors' own memory; on CUDA: the (real) tensors. Valid while
-    the param's memory and the state tensors stay the same objects (``current``).
+    NumPy views (CPU) or CuPy arrays (CUDA) over the tensors' own memory, made once: converting
+    a tensor costs microseconds, per tensor and step. Valid while the param's memory and the state
+    tensors stay the same objects (``current``). Gradients are wrapped afresh every step (kept,
+    they would keep torch's ``set_to_none`` from freeing them).
     """
 
     def __init__(self, p, state, names):
@@ -329,7 +329,7 @@ class _TensorViews:
         self.tensors = (p,) + self.state_tensors  # what a step writes: their versions are bumped
         self.bucket = (p.device, p.dtype)
         self.host = p.device.type == "cpu"
-        native = _host_array if self.host else _real
+        native = _host_array if self.host else _device_array
         by_name = dict(zip(names, self.state_tensors))
         self.arrays = (native(p),) + tuple(
             None if by_name.get(n) is None else native(by_name[n]) for n in STATE_BUFFERS)
@@ -344,7 +344,7 @@ class _TensorViews:
         if self.host and grad.is_contiguous() and not grad.requires_grad and not grad.is_complex():
             return grad.numpy()
         grad = grad.contiguous()
-        return _host_array(grad) if self.host else _real(grad)
+        return _host_array(grad) if self.host else _device_array(grad)
 
 
 class _FlatGroup:
@@ -367,7 +367,7 @@ class _FlatGroup:
         self.state_buffers = {}  # name -> (flat buffer, views)
         self.steps = torch.zeros(len(params), dtype=_get_scalar_dtype())
         self.step_views = [self.steps[j] for j in range(len(params))]
-        self.host = {}  # (address, numel) of a whole flat tensor -> its NumPy view (CPU)
+        self.natives = {}  # (address, numel) of a whole flat tensor -> its NumPy or CuPy array
         self.bound = set()  # indices whose optimizer state holds views of these buffers
         self.bound_names = ()
         self.rebind(optimizer_state)
@@ -403,16 +403,27 @@ class _FlatGroup:
                 view.copy_(state[name].reshape(view.shape))
                 state[name] = view
 
+    def gather_grads(self):
+        """The indices of the params with a gradient, each gradient checked and moved into the
+        flat gradient buffer if autograd allocated it elsewhere. One pass: it runs every step.
+        """
+        with_grad = []
+        for j, (p, view) in enumerate(zip(self.params, self.flat.grad_views)):
+            grad = p.grad
+            if grad is None:
+                continue
+            if grad is not view:
+                _checked_grad(p)
+                if grad.data_ptr() != view.data_ptr() or grad.shape != view.shape:
+                    view.copy_(grad)
+                    p.grad = view
+            with_grad.append(j)
+        return with_grad
+
     def call(self, rule, group, with_grad, names):
         """The ``_Call`` that steps the params ``with_grad`` (all: one whole-buffer call)."""
         call = _Call(rule, group)
         grad_views = self.flat.grad_views
-        for j in with_grad:  # gather gradients autograd allocated outside the flat buffer
-            p, view = self.params[j], grad_views[j]
-            if p.grad is not view and (p.grad.data_ptr() != view.data_ptr()
-                                       or p.grad.shape != view.shape):
-                view.copy_(p.grad)
-                p.grad = view
         state_flats = [self.buffer(n) for n in names]
         if len(with_grad) == len(self.params):
             columns = [self._native(t) for t in [self.flat.data, self.flat.grad]
@@ -430,15 +441,13 @@ class _FlatGroup:
         return call
 
     def _native(self, t):
-        """What ``apply`` takes: a NumPy view of a CPU tensor (cached for the flat ones)."""
-        if t.device.type != "cpu":
-            return _real(t)
+        """What ``apply`` takes for ``t`` (cached for the whole flat tensors)."""
         key = (t.data_ptr(), t.numel())
-        array = self.host.get(key)
+        array = self.natives.get(key)
         if array is None:
-            array = _host_array(t)
+            array = _host_array(t) if t.device.type == "cpu" else _device_array(t)
             if t.numel() == self.flat.size:
-                self.host[key] = array
+                self.natives[key] = array
         return array
 
 
@@ -486,3 +495,14 @@ def _real(t):
 def _host_array(t):
     """A NumPy array over a CPU tensor's own memory (complex as real pairs)."""
     return _real(t).numpy()
+
+
+def _device_array(t):
+    """A CuPy array over a CUDA tensor's own memory (complex as real pairs), on which fastrms
+    launches on torch's current stream; the tensor itself where CuPy cannot load (the step's
+    dispatch then says why it cannot run)."""
+    try:
+        from .cuda import arrays
+    except Exception:  # noqa: BLE001 - CuPy missing or broken: reported by dispatch
+        return _real(t)
+    return arrays.from_torch(_real(t))

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import fastrms
 from fastrms.bench import cli, report, run, runners, timing
 from fastrms.bench.traffic import bytes_per_element, gbps
 
@@ -147,3 +148,12 @@ def test_host_buffers_match_the_variant():
     x, g, s, b, a = runners.host_buffers("momentum", "float32", 10)
     assert b is not None and a is None and x.dtype == np.float32
     assert (s == 1).all()
+
+
+def test_half_params_get_float32_state_as_every_backend_keeps_it():
+    """float16 rows (the cupy backend) need float32 state, else the step refuses them."""
+    x, g, s, b, a = runners.host_buffers("momentum+centered", "float16", 10)
+    assert x.dtype == g.dtype == np.float16
+    assert s.dtype == b.dtype == a.dtype == np.float32
+    fastrms.rmsprop_update(x, g, s, momentum_buffer=b, grad_avg=a, momentum=0.9, centered=True,
+                           backend="numpy")

@@ -259,3 +259,17 @@ def test_torch_tensor_lists_run_on_torchs_current_stream(torch_cuda):
         reference.update(want, np.full(p.numel(), 0.5, np.float32), np.zeros(p.numel(), np.float32),
                          None, None, Rule(), None)
         np.testing.assert_array_equal(p.cpu().numpy(), want)
+
+
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "unaligned"])
+def test_benchmark_roofline_does_one_multiply_add_per_buffer(cp, offset):
+    """fastrms bench's GPU roofline: the step's launch, with v ← v·0.5 + g for every buffer."""
+    from fastrms.bench.gpu_roofline import same_traffic
+
+    rng = np.random.default_rng(5)
+    host = [rng.uniform(0.5, 2.0, 4099).astype(np.float32) for _ in range(5)]
+    x, g, s, b, a = (_device_view(cp, v, offset) for v in host)
+    same_traffic(x, g, s, b, a)
+    for name, got, want in zip("xsba", (x, s, b, a), host[:1] + host[2:]):
+        np.testing.assert_array_equal(got.get(), want * np.float32(0.5) + host[1], err_msg=name)
+    np.testing.assert_array_equal(g.get(), host[1])

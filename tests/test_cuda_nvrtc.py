@@ -40,6 +40,18 @@ def test_every_instance_compiles_with_cupys_flags(nvrtc, arch):
         assert mangled.startswith(prefix) and mangled.encode() in cubin
 
 
+def test_the_benchmarks_roofline_build_drops_only_the_math(nvrtc):
+    """-DFASTRMS_SAME_TRAFFIC (fastrms.bench.gpu_roofline) builds the same instances, each
+    without the rule's division and square root: a smaller kernel of the same name."""
+    names = loader.all_kernel_names()
+    built = {same: nvrtc.compile_instances(loader.source(), loader.options(same), names, 90,
+                                           toolchain.cuda_include_dir())
+             for same in (False, True)}
+    assert "warning" not in built[True][2].lower(), built[True][2]
+    assert built[True][0] == built[False][0]  # the same kernels, as launches name them
+    assert len(built[True][1]) < len(built[False][1])
+
+
 def test_a_name_that_is_not_an_instance_is_refused(nvrtc):
     with pytest.raises(nvrtc.NvrtcError):
         nvrtc.compile_instances(loader.source(), loader.OPTIONS,

@@ -117,6 +117,7 @@ def test_example_trains():
     assert losses[-1] < 0.1 * losses[0]
 
 
+@pytest.mark.gpu
 def test_example_with_cupy_where_present():
     cupy = pytest.importorskip("cupy")
     try:

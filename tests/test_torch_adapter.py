@@ -10,6 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+import fastrms  # noqa: E402
 from fastrms.torch import FORMAT, RMSprop  # noqa: E402
 
 # Every option combination: lr, alpha (0.99: lerp from the average; 0.3: lerp from the grad),
@@ -26,10 +27,27 @@ def option_id(kw):
     return "-".join(f"{k}={v}" for k, v in kw.items())
 
 
-def make_mlp(seed=0, dtype=torch.float32):
+def require_cuda():
+    """Skip (with the reason) unless torch sees a CUDA device and the cupy backend is usable."""
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    cupy = {b.name: b for b in fastrms.backends()}["cupy"]
+    if not cupy.usable:
+        pytest.skip(f"cupy backend not usable here: {cupy.reason}")
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request):
+    """Where the test's model lives: CPU tensors step through Numba, CUDA ones through CuPy."""
+    if request.param == "cuda":
+        require_cuda()
+    return request.param
+
+
+def make_mlp(seed=0, dtype=torch.float32, device="cpu"):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(),
-                               torch.nn.Linear(16, 1)).to(dtype)
+                               torch.nn.Linear(16, 1)).to(device=device, dtype=dtype)
 
 
 # A noisy regression: the loss falls but stays well above zero. (With lr 0.01 and alpha 0.3 the
@@ -41,8 +59,9 @@ DATA_Y = torch.sin(DATA_X.sum(1, keepdim=True)) + 0.5 * torch.randn(256, 1, gene
 
 
 def loss_of(model):
-    x = DATA_X.to(next(model.parameters()).dtype)
-    return ((model(x) - DATA_Y.to(x.dtype)) ** 2).mean()
+    p = next(model.parameters())
+    x = DATA_X.to(device=p.device, dtype=p.dtype)
+    return ((model(x) - DATA_Y.to(x)) ** 2).mean()
 
 
 def train_step(model, opt, set_to_none=True):
@@ -61,14 +80,14 @@ def twin(model):
 
 # -- numbers -------------------------------------------------------------------------------------
 
-def step_error_ratio(kw, flatten):
+def step_error_ratio(kw, flatten, device="cpu"):
     """One step from identical params, grads and state; the worst error over its bound.
 
     The bound per element is one float32 ulp of the magnitude of the terms each buffer sums
     (|x| + lr·|b| for the param, and so on, propagated through the root), so that sums that
     cancel are judged by what they add up, not by their small result.
     """
-    ours_model, ref_model = make_mlp(), make_mlp()
+    ours_model, ref_model = make_mlp(device=device), make_mlp(device=device)
     ref = torch.optim.RMSprop(ref_model.parameters(), **kw)
     for _ in range(3):  # a warm state
         train_step(ref_model, ref)
@@ -116,19 +135,34 @@ def step_error_ratio(kw, flatten):
 
 
 @pytest.mark.parametrize("flatten", [False, True], ids=["tensors", "flat"])
-def test_one_step_matches_torch_within_ulps(flatten):
+def test_one_step_matches_torch_within_ulps(flatten, device):
     """All 128 option combinations: params and every state buffer within 4 ulps of the terms."""
-    ratios = {option_id(kw): step_error_ratio(kw, flatten) for kw in OPTIONS}
+    ratios = {option_id(kw): step_error_ratio(kw, flatten, device) for kw in OPTIONS}
     worst = max(ratios, key=ratios.get)
     assert ratios[worst] <= 4, (worst, ratios[worst])
 
 
+def curve_bound(kw, device):
+    """The loss-curve bound: 1%, but 2% on CUDA where the centered variance cancels.
+
+    torch's CUDA kernels fuse multiply-adds (square and grad averages, s − a², the addcdiv);
+    fastrms rounds every product (no FMA: bitwise equal to the reference, DESIGN.md §4). With
+    alpha 0.3 and eps 1e-8 a centered v = s − a² is a small difference of large terms that
+    amplifies those roundings: measured on an H200 (torch 2.11), one such combination's curves
+    end 1.2% apart (torch's own CPU and CUDA curves 0.5%); every other stays within 0.6%. The
+    one-step test holds there to 4 ulps.
+    """
+    cancels = kw["centered"] and kw["alpha"] == 0.3 and kw["eps"] == 1e-8
+    return 0.02 if device == "cuda" and cancels else 0.01
+
+
 @pytest.mark.parametrize("flatten", [False, True], ids=["tensors", "flat"])
-def test_loss_curves_stay_close_over_100_steps(flatten):
-    """Every option combination: mean relative difference of the loss curves ≤ 1%."""
-    worst = (0.0, None)
+def test_loss_curves_stay_close_over_100_steps(flatten, device):
+    """Every option combination: mean relative difference of the loss curves ≤ 1% (see
+    ``curve_bound`` for the one class of CUDA exceptions)."""
+    worst = (0.0, 0.0, None)
     for kw in OPTIONS:
-        ours_model = make_mlp(seed=3)
+        ours_model = make_mlp(seed=3, device=device)
         ref_model = twin(ours_model)
         ours = RMSprop(ours_model.parameters(), flatten=flatten, **kw)
         ref = torch.optim.RMSprop(ref_model.parameters(), **kw)
@@ -136,8 +170,8 @@ def test_loss_curves_stay_close_over_100_steps(flatten):
         theirs = np.array([train_step(ref_model, ref) for _ in range(100)])
         assert np.isfinite(mine).all(), option_id(kw)
         diff = np.mean(np.abs(mine - theirs) / np.abs(theirs))
-        worst = max(worst, (diff, option_id(kw)))
-    assert worst[0] <= 0.01, worst
+        worst = max(worst, (diff / curve_bound(kw, device), diff, option_id(kw)))
+    assert worst[0] <= 1, worst
 
 
 def test_complex_params_are_handled_as_torch_does():
@@ -170,8 +204,8 @@ def continue_both(model_a, opt_a, model_b, opt_b, steps=5):
 
 
 @pytest.mark.parametrize("flatten", [False, True], ids=["tensors", "flat"])
-def test_state_dict_ours_into_torch_mid_run(flatten):
-    model = make_mlp()
+def test_state_dict_ours_into_torch_mid_run(flatten, device):
+    model = make_mlp(device=device)
     ours = RMSprop(model.parameters(), flatten=flatten, **ROUND_TRIP)
     for _ in range(7):
         train_step(model, ours)
@@ -185,8 +219,8 @@ def test_state_dict_ours_into_torch_mid_run(flatten):
 
 
 @pytest.mark.parametrize("flatten", [False, True], ids=["tensors", "flat"])
-def test_state_dict_torch_into_ours_mid_run(flatten):
-    model = make_mlp()
+def test_state_dict_torch_into_ours_mid_run(flatten, device):
+    model = make_mlp(device=device)
     ref = torch.optim.RMSprop(model.parameters(), **ROUND_TRIP)
     for _ in range(7):
         train_step(model, ref)
@@ -217,6 +251,30 @@ def test_state_dict_across_flatten_and_dtype(saved_flat, loaded_flat):
     ref = torch.optim.RMSprop(reference.parameters(), **ROUND_TRIP)
     ref.load_state_dict(ours.state_dict())
     continue_both(other, loaded, reference, ref, steps=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("saved_on,loaded_on", [("cuda", "cpu"), ("cpu", "cuda")])
+def test_state_dict_across_devices(saved_on, loaded_on):
+    """Saved on one device (flat), loaded on the other (flat and not), continuing as torch."""
+    require_cuda()
+    model = make_mlp(device=saved_on)
+    ours = RMSprop(model.parameters(), flatten=True, **ROUND_TRIP)
+    for _ in range(4):
+        train_step(model, ours)
+    saved = ours.state_dict()
+    for loaded_flat in (False, True):
+        other = make_mlp(device=loaded_on)
+        other.load_state_dict(model.state_dict())
+        reference = twin(other)
+        loaded = RMSprop(other.parameters(), flatten=loaded_flat, **ROUND_TRIP)
+        loaded.load_state_dict(copy.deepcopy(saved))
+        ref = torch.optim.RMSprop(reference.parameters(), **ROUND_TRIP)
+        ref.load_state_dict(copy.deepcopy(saved))
+        continue_both(other, loaded, reference, ref, steps=3)
+        for p in other.parameters():
+            assert {loaded.state[p][k].device.type for k in ("square_avg", "momentum_buffer",
+                                                             "grad_avg")} == {loaded_on}
 
 
 def test_state_dict_from_a_newer_format_is_refused():
@@ -263,9 +321,9 @@ def test_param_groups_hooks_and_closure():
 
 
 @pytest.mark.parametrize("flatten", [False, True], ids=["tensors", "flat"])
-def test_version_counter_is_bumped(flatten):
+def test_version_counter_is_bumped(flatten, device):
     """A tensor saved for backward and then stepped makes backward fail, as with torch."""
-    model = make_mlp()
+    model = make_mlp(device=device)
     ours = RMSprop(model.parameters(), flatten=flatten)
     train_step(model, ours)
     weight = model[0].weight
@@ -279,8 +337,8 @@ def test_version_counter_is_bumped(flatten):
 
 
 @pytest.mark.parametrize("flatten", [False, True], ids=["tensors", "flat"])
-def test_params_without_grad_are_skipped(flatten):
-    model = make_mlp()
+def test_params_without_grad_are_skipped(flatten, device):
+    model = make_mlp(device=device)
     ours = RMSprop(model.parameters(), flatten=flatten, momentum=0.9)
     loss_of(model).backward()
     model[2].bias.grad = None
@@ -294,8 +352,8 @@ def test_params_without_grad_are_skipped(flatten):
     assert len(saved) == 3  # as torch's: no state for the skipped param
 
 
-def test_flatten_points_params_and_grads_into_one_buffer():
-    model = make_mlp()
+def test_flatten_points_params_and_grads_into_one_buffer(device):
+    model = make_mlp(device=device)
     other = twin(model)
     ours = RMSprop(model.parameters(), flatten=True, lr=0.01, momentum=0.5)
     ref = torch.optim.RMSprop(other.parameters(), lr=0.01, momentum=0.5)
@@ -334,14 +392,74 @@ def test_flatten_survives_a_change_of_dtype_and_new_groups():
     assert not torch.equal(ours.state[model[0].weight]["square_avg"], square)
 
 
-def test_updates_in_place_zero_copy():
-    model = make_mlp()
+def test_updates_in_place_zero_copy(device):
+    model = make_mlp(device=device)
     ours = RMSprop(model.parameters())
     addresses = [p.data_ptr() for p in model.parameters()]
     before = [p.detach().clone() for p in model.parameters()]
     train_step(model, ours)
     assert [p.data_ptr() for p in model.parameters()] == addresses
     assert all(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("flatten", [False, True], ids=["tensors", "flat"])
+def test_cuda_steps_run_on_torchs_current_stream(flatten, monkeypatch):
+    """Under ``torch.cuda.stream(side)`` every launch goes to ``side``, with torch's numbers."""
+    require_cuda()
+    from fastrms.cuda import arrays
+
+    used, real = [], arrays.launch_stream
+
+    def spy(array):
+        stream = real(array)
+        used.append(stream.ptr)
+        return stream
+
+    monkeypatch.setattr(arrays, "launch_stream", spy)
+    model = make_mlp(device="cuda")
+    other = twin(model)
+    ours = RMSprop(model.parameters(), flatten=flatten, momentum=0.9)
+    ref = torch.optim.RMSprop(other.parameters(), momentum=0.9)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            train_step(model, ours)
+            train_step(other, ref)
+    torch.cuda.synchronize()
+    assert used and set(used) == {side.cuda_stream}
+    for p, q in zip(model.parameters(), other.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_cuda_params_step_with_float32_state(dtype):
+    """Half params keep float32 state; a step is rounded once, within one ulp of float64's."""
+    require_cuda()
+    model = make_mlp(device="cuda", dtype=dtype)
+    ours = RMSprop(model.parameters(), **ROUND_TRIP)
+    for _ in range(3):
+        train_step(model, ours)
+    exact_model = make_mlp(device="cuda", dtype=torch.float64)
+    exact_model.load_state_dict(model.state_dict())
+    exact = torch.optim.RMSprop(exact_model.parameters(), **ROUND_TRIP)
+    exact.load_state_dict(ours.state_dict())  # torch casts the state to float64
+    ours.zero_grad()
+    loss_of(model).backward()
+    before = [p.detach().double().clone() for p in model.parameters()]
+    for p, q in zip(model.parameters(), exact_model.parameters()):
+        q.grad = p.grad.double()
+    ours.step()
+    exact.step()
+    ulp = torch.finfo(dtype).eps
+    for p, q, x in zip(model.parameters(), exact_model.parameters(), before):
+        assert p.dtype == dtype
+        assert {ours.state[p][k].dtype for k in ("square_avg", "momentum_buffer", "grad_avg")} \
+            == {torch.float32}
+        err = (p.detach().double() - q.detach()).abs()
+        assert (err <= ulp * (x.abs() + (q.detach() - x).abs())).all(), err.max().item()
 
 
 # -- what it refuses -----------------------------------------------------------------------------

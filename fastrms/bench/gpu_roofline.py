@@ -1,22 +1,21 @@
-"""The GPU roofline: an elementwise CuPy kernel with the fused step's memory traffic."""
+"""The GPU roofline: rmsprop.cu built with -DFASTRMS_SAME_TRAFFIC, launched exactly as a step is.
 
-import functools
+Same loads and stores (128-bit where the step's are), same grid and block, same instance; only
+the math per element is one multiply-add per buffer (DESIGN.md §6: the same parallel scaffolding).
+"""
 
 import cupy
 
-
-@functools.lru_cache(maxsize=None)
-def _kernel(momentum, centered):
-    state = ["s"] + (["b"] if momentum else []) + (["a"] if centered else [])
-    body = "x = x * c + g; " + " ".join(f"{v} = {v} * c + g;" for v in state)
-    return cupy.ElementwiseKernel(
-        "T g, S c", "T x, " + ", ".join(f"S {v}" for v in state), body,
-        f"fastrms_same_traffic_{''.join(state)}",
-    )
+from .._spec import Rule
+from ..cuda import loader
 
 
 def same_traffic(x, g, s, b, a):
-    """Reads and writes x, s (and b, a), reads g: one multiply-add each, in place."""
-    kernel = _kernel(b is not None, a is not None)
-    c = s.dtype.type(0.5)
-    kernel(g, c, x, s, *(v for v in (b, a) if v is not None))
+    """Reads and writes x, s (and b, a), reads g, in place, on CuPy's current stream."""
+    rule = Rule(alpha=0.5, momentum=0.5 if b is not None else 0.0, centered=a is not None)
+    device = x.device.id
+    addresses = tuple(None if v is None else v.data.ptr for v in (x, g, s, b, a))
+    launch = loader.plan(x.dtype, addresses, x.size, rule, None, loader.multiprocessors(device))
+    kernel = loader.kernel(device, launch.name, same_traffic=True)
+    with cupy.cuda.Device(device):
+        kernel((launch.grid,), (launch.block,), launch.args)

@@ -10,6 +10,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from .._spec import state_dtype
 from .traffic import VARIANTS
 
 HOST_BACKENDS = ("numpy", "numba", "torch", "torch-foreach")
@@ -37,9 +38,10 @@ def host_buffers(variant, dtype, n, seed=0):
     momentum, centered = VARIANTS[variant]
     x = rng.standard_normal(n, dtype=np.float32).astype(dtype)
     g = rng.standard_normal(n, dtype=np.float32).astype(dtype)
-    s = np.ones(n, dtype=dtype)  # a warm state: no denormals, no NaN, steady speed
-    b = np.zeros(n, dtype=dtype) if momentum else None
-    a = np.zeros(n, dtype=dtype) if centered else None
+    state = state_dtype(dtype)  # float32 for half params, as every backend keeps it
+    s = np.ones(n, dtype=state)  # a warm state: no denormals, no NaN, steady speed
+    b = np.zeros(n, dtype=state) if momentum else None
+    a = np.zeros(n, dtype=state) if centered else None
     return x, g, s, b, a
 
 

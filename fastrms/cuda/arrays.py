@@ -48,9 +48,16 @@ def launch_stream(array):
     if isinstance(array, TorchCudaArray):
         import torch
 
-        stream = torch.cuda.current_stream(device)
-        return cupy.cuda.ExternalStream(stream.cuda_stream, device)
+        return _from_torch_stream(torch.cuda.current_stream(device), device)
     return cupy.cuda.get_current_stream(device)
+
+
+def _from_torch_stream(stream, device):
+    """CuPy's handle on a torch stream, for use inside ``cupy.cuda.Device(device)``: through the
+    CUDA stream protocol where both sides have it (CuPy 14 deprecates ExternalStream)."""
+    if hasattr(cupy.cuda.Stream, "from_external") and hasattr(stream, "__cuda_stream__"):
+        return cupy.cuda.Stream.from_external(stream)
+    return cupy.cuda.ExternalStream(stream.cuda_stream, device)
 
 
 def _is_torch_tensor(x):

@@ -58,7 +58,8 @@ def update_many(params, grads, square_avgs, momentum_buffers, grad_avgs, rule, s
     if launch is None:  # every tensor is empty
         return
     kernel = loader.kernel(device, launch.name)
-    stream = arrays.launch_stream(params[0])
+    with cupy.cuda.Device(device):
+        stream = arrays.launch_stream(params[0])
     with cupy.cuda.Device(device), stream:
         descriptors = _descriptors_on_device(cupy, device, stream, launch)
         args = loader.multi_kernel_args(descriptors.data.ptr, launch.n_tensors, launch.n_chunks,

@@ -296,13 +296,22 @@ def source():
     return resources.files(__package__).joinpath("rmsprop.cu").read_text(encoding="utf-8")
 
 
+def options(same_traffic=False):
+    """The compile options: the step's, or its roofline's (``same_traffic``, for the benchmark)."""
+    return OPTIONS + (("-DFASTRMS_SAME_TRAFFIC",) if same_traffic else ())
+
+
 @functools.lru_cache(maxsize=None)
-def kernel(device_id, name):
-    """The compiled instance ``name`` on device ``device_id`` (compiled on first use)."""
+def kernel(device_id, name, same_traffic=False):
+    """The compiled instance ``name`` on device ``device_id`` (compiled on first use).
+
+    ``same_traffic=True``: the benchmark's roofline build of it (rmsprop.cu: step_element).
+    """
     import cupy
 
     with cupy.cuda.Device(device_id):
-        module = cupy.RawModule(code=source(), options=OPTIONS, name_expressions=(name,))
+        module = cupy.RawModule(code=source(), options=options(same_traffic),
+                                name_expressions=(name,))
         return module.get_function(name)
 
 

@@ -97,6 +97,24 @@ __host__ __device__ __forceinline__ void rmsprop_element(T& x, T g, T& s, T& b, 
     }
 }
 
+// What Step applies to each element: the rule, or, where the benchmark compiles this source with
+// -DFASTRMS_SAME_TRAFFIC (fastrms/bench/gpu_roofline.py), its roofline: the step's very loads,
+// stores and launch, with one multiply-add per buffer in place of the rule.
+template <typename T>
+__host__ __device__ __forceinline__ void step_element(T& x, T g, T& s, T& b, T& a,
+                                                      const T (&k)[N_SCALARS],
+                                                      const int (&m)[N_MODES]) {
+#ifdef FASTRMS_SAME_TRAFFIC
+    const T c = k[ALPHA];
+    x = x * c + g;
+    s = s * c + g;
+    b = b * c + g;
+    a = a * c + g;
+#else
+    rmsprop_element(x, g, s, b, a, k, m);
+#endif
+}
+
 // Param dtype -> compute (and state) dtype, with the conversions. Half types compute and keep
 // state in float32 and round params back to nearest even.
 template <typename P> struct Precision;
@@ -166,7 +184,7 @@ struct Step {
         T s = square_avg[i];
         T b = HAS_MOMENTUM ? momentum_buffer[i] : g;
         T a = HAS_GRAD_AVG ? grad_avg[i] : g;
-        rmsprop_element(x, g, s, b, a, k, opaque(m).m);
+        step_element(x, g, s, b, a, k, opaque(m).m);
         param[i] = Precision<P>::narrow(x);
         square_avg[i] = s;
         if (HAS_MOMENTUM) momentum_buffer[i] = b;
@@ -194,7 +212,7 @@ struct Step {
             const T g = Precision<P>::widen(gs.v[j]);
             T b = HAS_MOMENTUM ? bs.v[j] : g;
             T a = HAS_GRAD_AVG ? as.v[j] : g;
-            rmsprop_element(x, g, ss.v[j], b, a, k, opaque(m).m);
+            step_element(x, g, ss.v[j], b, a, k, opaque(m).m);
             xs.v[j] = Precision<P>::narrow(x);
             if (HAS_MOMENTUM) bs.v[j] = b;
             if (HAS_GRAD_AVG) as.v[j] = a;
