@@ -367,7 +367,7 @@ class _FlatGroup:
         self.state_buffers = {}  # name -> (flat buffer, views)
         self.steps = torch.zeros(len(params), dtype=_get_scalar_dtype())
         self.step_views = [self.steps[j] for j in range(len(params))]
-        self.natives = {}  # (address, numel) of a whole flat tensor -> its NumPy or CuPy array
+        self.natives = {}  # (address, shape, dtype) of a whole flat tensor -> its native array
         self.bound = set()  # indices whose optimizer state holds views of these buffers
         self.bound_names = ()
         self.rebind(optimizer_state)
@@ -442,7 +442,7 @@ class _FlatGroup:
 
     def _native(self, t):
         """What ``apply`` takes for ``t`` (cached for the whole flat tensors)."""
-        key = (t.data_ptr(), t.numel())
+        key = (t.data_ptr(), t.shape, t.dtype)  # a param's view can start where the flat does
         array = self.natives.get(key)
         if array is None:
             array = _host_array(t) if t.device.type == "cpu" else _device_array(t)
@@ -501,6 +501,8 @@ def _device_array(t):
     """A CuPy array over a CUDA tensor's own memory (complex as real pairs), on which fastrms
     launches on torch's current stream; the tensor itself where CuPy cannot load (the step's
     dispatch then says why it cannot run)."""
+    if t.device.type != "cuda":  # meta, xpu, mps...: refused, by name, by _buffers.native
+        return _real(t)
     try:
         from .cuda import arrays
     except Exception:  # noqa: BLE001 - CuPy missing or broken: reported by dispatch

@@ -157,3 +157,11 @@ def test_half_params_get_float32_state_as_every_backend_keeps_it():
     assert s.dtype == b.dtype == a.dtype == np.float32
     fastrms.rmsprop_update(x, g, s, momentum_buffer=b, grad_avg=a, momentum=0.9, centered=True,
                            backend="numpy")
+
+
+def test_rows_without_a_roofline_on_their_device_are_still_measured():
+    """float16 on the CPU: Numba has no float16 roofline, yet the NumPy row is timed."""
+    rows = run.run([1024], ["plain"], ["numpy"], "float16", repeat=1)
+    assert rows[0]["skipped"] is None and rows[0]["median_s"] > 0
+    assert rows[0]["roofline_fraction"] is None
+    assert "float16" in report.table(rows)

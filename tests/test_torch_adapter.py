@@ -148,9 +148,9 @@ def curve_bound(kw, device):
     torch's CUDA kernels fuse multiply-adds (square and grad averages, s − a², the addcdiv);
     fastrms rounds every product (no FMA: bitwise equal to the reference, DESIGN.md §4). With
     alpha 0.3 and eps 1e-8 a centered v = s − a² is a small difference of large terms that
-    amplifies those roundings: measured on an H200 (torch 2.11), one such combination's curves
-    end 1.2% apart (torch's own CPU and CUDA curves 0.5%); every other stays within 0.6%. The
-    one-step test holds there to 4 ulps.
+    amplifies those roundings: measured on an H200 (torch 2.11, docs/loss-curve-spread-h200.txt),
+    one such combination's curves differ by 1.2% (torch's own CPU and CUDA curves by 0.5%);
+    every other stays within 0.6%. The one-step test holds there to 4 ulps.
     """
     cancels = kw["centered"] and kw["alpha"] == 0.3 and kw["eps"] == 1e-8
     return 0.02 if device == "cuda" and cancels else 0.01
@@ -392,6 +392,35 @@ def test_flatten_survives_a_change_of_dtype_and_new_groups():
     assert not torch.equal(ours.state[model[0].weight]["square_avg"], square)
 
 
+def test_flatten_with_a_param_that_fills_its_buffer():
+    """A param as large as its flat buffer (the other one empty) keeps stepping when the group
+    changes, exactly as without flattening (its view and the flat tensor share an address)."""
+    def model():
+        torch.manual_seed(5)
+        return [torch.nn.Parameter(torch.randn(4, 4)), torch.nn.Parameter(torch.zeros(0))]
+
+    flat_params, plain_params = model(), model()
+    flat, plain = RMSprop(flat_params, flatten=True), RMSprop(plain_params)
+    for step in range(4):
+        for params, opt in ((flat_params, flat), (plain_params, plain)):
+            params[0].grad = torch.full((4, 4), 0.5 + step)
+            params[1].grad = torch.zeros(0) if step == 0 else None
+            if step == 2:
+                opt.param_groups[0]["momentum"] = 0.9  # a new state buffer, mid-run
+            opt.step()
+    assert torch.equal(flat_params[0], plain_params[0])
+    assert torch.equal(flat.state[flat_params[0]]["momentum_buffer"],
+                       plain.state[plain_params[0]]["momentum_buffer"])
+
+
+def test_tensors_on_other_devices_are_refused_by_name():
+    """A meta tensor (like an xpu or mps one: neither CPU nor CUDA) is a clear error."""
+    p = torch.nn.Parameter(torch.ones(3, device="meta"))
+    p.grad = torch.ones(3, device="meta")
+    with pytest.raises(ValueError, match=r"param\[0\].*meta"):
+        RMSprop([p]).step()
+
+
 def test_updates_in_place_zero_copy(device):
     model = make_mlp(device=device)
     ours = RMSprop(model.parameters())
@@ -436,7 +465,8 @@ def test_cuda_steps_run_on_torchs_current_stream(flatten, monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_cuda_params_step_with_float32_state(dtype):
-    """Half params keep float32 state; a step is rounded once, within one ulp of float64's."""
+    """Half params keep float32 state; a step lands within one half-precision ulp (of the
+    terms) of the same step in float64."""
     require_cuda()
     model = make_mlp(device="cuda", dtype=dtype)
     ours = RMSprop(model.parameters(), **ROUND_TRIP)

@@ -4,15 +4,23 @@ Same loads and stores (128-bit where the step's are), same grid and block, same 
 the math per element is one multiply-add per buffer (DESIGN.md §6: the same parallel scaffolding).
 """
 
+import functools
+
 import cupy
 
 from .._spec import Rule
 from ..cuda import loader
 
 
+@functools.lru_cache(maxsize=None)
+def _rule(momentum, centered):
+    """A rule whose instance has these buffers (its numbers are not used), and c = alpha = 0.5."""
+    return Rule(alpha=0.5, momentum=0.5 if momentum else 0.0, centered=centered)
+
+
 def same_traffic(x, g, s, b, a):
     """Reads and writes x, s (and b, a), reads g, in place, on CuPy's current stream."""
-    rule = Rule(alpha=0.5, momentum=0.5 if b is not None else 0.0, centered=a is not None)
+    rule = _rule(b is not None, a is not None)
     device = x.device.id
     addresses = tuple(None if v is None else v.data.ptr for v in (x, g, s, b, a))
     launch = loader.plan(x.dtype, addresses, x.size, rule, None, loader.multiprocessors(device))

@@ -34,16 +34,21 @@ def _measure(backend, variant, dtype, n, host, repeat):
     try:
         runner = runners.prepare(backend, variant, dtype, n, host)
         row["device"] = runner.device
-        # The roofline on the same device, measured right before the row it judges.
-        roof = runners.roofline_runner(runner.device, variant, dtype, n, host)
-        roof_s = timing.median_seconds(roof.step, repeat, roof.sync, roof.clock)
+        # The roofline on the same device, measured right before the row it judges (none where
+        # it cannot run there, e.g. float16 on the CPU: the row is still measured).
+        try:
+            roof = runners.roofline_runner(runner.device, variant, dtype, n, host)
+            roof_s = timing.median_seconds(roof.step, repeat, roof.sync, roof.clock)
+        except runners.Skip:
+            roof_s = None
         seconds = timing.median_seconds(runner.step, repeat, runner.sync, runner.clock)
     except runners.Skip as why:
         row["skipped"] = str(why)
         row["device"] = row["device"] or ("cuda" if backend in runners.GPU_BACKENDS else "cpu")
         return row
-    row.update(median_s=seconds, gbps=gbps(variant, dtype, n, seconds),
-               roofline_gbps=gbps(variant, dtype, n, roof_s), roofline_fraction=roof_s / seconds)
+    row.update(median_s=seconds, gbps=gbps(variant, dtype, n, seconds))
+    if roof_s is not None:
+        row.update(roofline_gbps=gbps(variant, dtype, n, roof_s), roofline_fraction=roof_s / seconds)
     return row
 
 

@@ -177,9 +177,11 @@ _RUNNERS = {
 def roofline_runner(device, variant, dtype, n, host):
     """A kernel with the step's memory traffic and one multiply-add per element, on ``device``."""
     if device == "cpu":
-        from ..cpu.backend import PARALLEL_FROM
+        from ..cpu.backend import DTYPES, PARALLEL_FROM
         from ..cpu.kernels import same_traffic_parallel, same_traffic_serial
 
+        if np.dtype(dtype) not in DTYPES:
+            raise Skip(f"no {dtype} roofline on the CPU (Numba has no {dtype} arithmetic)")
         kernel = same_traffic_parallel if n >= PARALLEL_FROM else same_traffic_serial
         x, g, s, b, a = (None if v is None else v.copy() for v in host)
         k = np.array([0.5], dtype=x.dtype)

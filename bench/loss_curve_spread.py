@@ -1,0 +1,60 @@
+"""Loss-curve spread over 100 steps, all 128 option combinations of tests/test_torch_adapter.py:
+fastrms.torch.RMSprop against torch.optim.RMSprop on one device, and torch's own implementations
+against each other (for-loop vs foreach there; torch on the CPU vs torch on the device).
+
+    python bench/loss_curve_spread.py [--device cuda]
+
+Prints the combinations where any spread exceeds 0.5%, then the worst 12 and a summary. Its
+output on an NVIDIA H200 is docs/loss-curve-spread-h200.txt; it is what ``curve_bound`` in the
+tests cites. (Not a pytest file: it runs ~4 × 128 × 100 training steps.)
+"""
+
+import argparse
+import pathlib
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
+import test_torch_adapter as t  # noqa: E402  (the tests' model, data and options)
+
+from fastrms.torch import RMSprop  # noqa: E402
+
+
+def curve(model, opt):
+    return np.array([t.train_step(model, opt) for _ in range(100)])
+
+
+def rel(a, b):
+    """Mean relative difference of two loss curves (the tests' measure)."""
+    return float(np.mean(np.abs(a - b) / np.abs(b)))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    device = parser.parse_args(argv).device
+    rows = []
+    for kw in t.OPTIONS:
+        base = t.make_mlp(seed=3, device=device)
+        ref = curve(m := t.twin(base), torch.optim.RMSprop(m.parameters(), foreach=True, **kw))
+        loop = curve(m := t.twin(base), torch.optim.RMSprop(m.parameters(), foreach=False, **kw))
+        ours = curve(m := t.twin(base), RMSprop(m.parameters(), **kw))
+        cpu_model = t.twin(base).cpu()
+        cpu = curve(cpu_model, torch.optim.RMSprop(cpu_model.parameters(), **kw))
+        rows.append((rel(ours, ref), rel(loop, ref), rel(cpu, ref), rel(ours, loop),
+                     t.option_id(kw)))
+        if max(rows[-1][:4]) > 0.005:
+            print("  ".join(f"{x:.5f}" for x in rows[-1][:4]), rows[-1][4], flush=True)
+    rows.sort(reverse=True)
+    print("ours-vs-foreach  forloop-vs-foreach  torchcpu-vs-foreach  ours-vs-forloop  options")
+    for r in rows[:12]:
+        print("  ".join(f"{x:.5f}" for x in r[:4]), r[4])
+    spreads = np.array([r[:4] for r in rows])
+    print("max", spreads.max(0), "mean", spreads.mean(0))
+    print("combos over 1%:", (spreads > 0.01).sum(0))
+
+
+if __name__ == "__main__":
+    main()
