@@ -22,19 +22,11 @@ import test_torch_adapter as t  # noqa: E402  (the tests' model, data and option
 from fastrms.torch import RMSprop  # noqa: E402
 
 
-def curve(model, opt):
-    return np.array([t.train_step(model, opt) for _ in range(100)])
-
-
-def rel(a, b):
-    """Mean relative difference of two loss curves (the tests' measure)."""
-    return float(np.mean(np.abs(a - b) / np.abs(b)))
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     device = parser.parse_args(argv).device
+    curve, rel = t.loss_curve, t.mean_relative_difference
     rows = []
     for kw in t.OPTIONS:
         base = t.make_mlp(seed=3, device=device)

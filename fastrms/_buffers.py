@@ -24,13 +24,13 @@ def native(x, name):
     if cupy is not None and isinstance(x, cupy.ndarray):
         # Already native. (Asking a CuPy array for __cuda_array_interface__ queries the device's
         # current stream: microseconds per buffer and step.)
-        return _cuda_arrays().as_cupy(x, name)
+        return cuda_arrays().as_cupy(x, name)
     if getattr(x, "requires_grad", False):  # a torch leaf: its data, as torch's in-place ops see it
         x = x.detach()
     if getattr(x, "is_cuda", False) is True:  # a torch CUDA tensor: wrapped from its metadata
-        return _cuda_arrays().as_cupy(x, name)
+        return cuda_arrays().as_cupy(x, name)
     if hasattr(x, "__cuda_array_interface__"):
-        return _cuda_arrays().as_cupy(x, name)
+        return cuda_arrays().as_cupy(x, name)
     if isinstance(x, np.ndarray) or hasattr(x, "__array_interface__"):
         return np.asarray(x), HOST
     if getattr(getattr(x, "device", None), "type", None) == "cpu" and hasattr(x, "numpy"):
@@ -45,7 +45,7 @@ def native(x, name):
         if kind == _DLPACK_CPU:
             return np.from_dlpack(x), HOST
         if kind == _DLPACK_CUDA:
-            return _cuda_arrays().as_cupy(x, name)
+            return cuda_arrays().as_cupy(x, name)
         raise ValueError(f"{name} lives on DLPack device type {int(kind)}, which fastrms cannot update")
     raise TypeError(
         f"{name} must be an array (NumPy, CuPy, torch, or anything with __array_interface__, "
@@ -54,7 +54,7 @@ def native(x, name):
 
 
 @functools.cache
-def _cuda_arrays():
+def cuda_arrays():
     from .cuda import arrays  # imports CuPy: only once a buffer is on a GPU
 
     return arrays

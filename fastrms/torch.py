@@ -38,6 +38,7 @@ import functools
 
 import torch
 
+from ._buffers import cuda_arrays
 from ._spec import rule_for
 from .flat import FlatBuffer
 from .functional import apply
@@ -148,11 +149,9 @@ class RMSprop(torch.optim.Optimizer):
         steps, step_views = self._step_block(index, group)
         buckets = {}
         for position, p in enumerate(group["params"]):
-            grad = p.grad
-            if grad is None:
+            if p.grad is None:
                 continue
-            if grad.layout is not torch.strided:
-                raise RuntimeError("RMSprop does not support sparse gradients")
+            grad = _checked_grad(p)
             if not p.is_contiguous():
                 raise ValueError(
                     f"param of shape {tuple(p.shape)} is not contiguous (strides {p.stride()}): "
@@ -329,10 +328,9 @@ class _TensorViews:
         self.tensors = (p,) + self.state_tensors  # what a step writes: their versions are bumped
         self.bucket = (p.device, p.dtype)
         self.host = p.device.type == "cpu"
-        native = _host_array if self.host else _device_array
         by_name = dict(zip(names, self.state_tensors))
-        self.arrays = (native(p),) + tuple(
-            None if by_name.get(n) is None else native(by_name[n]) for n in STATE_BUFFERS)
+        self.arrays = (_array_of(p),) + tuple(
+            None if by_name.get(n) is None else _array_of(by_name[n]) for n in STATE_BUFFERS)
 
     def current(self, p, state, names):
         return (p.data_ptr() == self.address and p.dtype is self.dtype and p.shape == self.shape
@@ -343,8 +341,7 @@ class _TensorViews:
         """The gradient as ``apply`` takes it (a contiguous copy only if it is not contiguous)."""
         if self.host and grad.is_contiguous() and not grad.requires_grad and not grad.is_complex():
             return grad.numpy()
-        grad = grad.contiguous()
-        return _host_array(grad) if self.host else _device_array(grad)
+        return _array_of(grad.contiguous())
 
 
 class _FlatGroup:
@@ -423,7 +420,6 @@ class _FlatGroup:
     def call(self, rule, group, with_grad, names):
         """The ``_Call`` that steps the params ``with_grad`` (all: one whole-buffer call)."""
         call = _Call(rule, group)
-        grad_views = self.flat.grad_views
         state_flats = [self.buffer(n) for n in names]
         if len(with_grad) == len(self.params):
             columns = [self._native(t) for t in [self.flat.data, self.flat.grad]
@@ -432,7 +428,8 @@ class _FlatGroup:
             call.written = list(self.params) + [flat for flat, _ in state_flats]
         else:
             columns = [[self._native(views[j]) for j in with_grad] for views in
-                       [self.flat.views, grad_views] + [views for _, views in state_flats]]
+                       [self.flat.views, self.flat.grad_views]
+                       + [views for _, views in state_flats]]
             call.step_block, call.step_positions = self.steps, with_grad
             call.written = [self.params[j] for j in with_grad] + [flat for flat, _ in state_flats]
         by_name = dict(zip(names, columns[2:]))
@@ -445,7 +442,7 @@ class _FlatGroup:
         key = (t.data_ptr(), t.shape, t.dtype)  # a param's view can start where the flat does
         array = self.natives.get(key)
         if array is None:
-            array = _host_array(t) if t.device.type == "cpu" else _device_array(t)
+            array = _array_of(t)
             if t.numel() == self.flat.size:
                 self.natives[key] = array
         return array
@@ -475,7 +472,7 @@ def _check_group(group):
 
 def _checked_grad(p):
     grad = p.grad
-    if grad.is_sparse or grad.layout != torch.strided:
+    if grad.layout is not torch.strided:  # sparse (COO, CSR, ...) layouts
         raise RuntimeError("RMSprop does not support sparse gradients")
     return grad
 
@@ -492,6 +489,11 @@ def _real(t):
     return torch.view_as_real(t) if t.is_complex() else t
 
 
+def _array_of(t):
+    """What ``apply`` takes for tensor ``t``: a NumPy (CPU) or CuPy (CUDA) array over its memory."""
+    return _host_array(t) if t.device.type == "cpu" else _device_array(t)
+
+
 def _host_array(t):
     """A NumPy array over a CPU tensor's own memory (complex as real pairs)."""
     return _real(t).numpy()
@@ -504,7 +506,7 @@ def _device_array(t):
     if t.device.type != "cuda":  # meta, xpu, mps...: refused, by name, by _buffers.native
         return _real(t)
     try:
-        from .cuda import arrays
+        arrays = cuda_arrays()
     except Exception:  # noqa: BLE001 - CuPy missing or broken: reported by dispatch
         return _real(t)
     return arrays.from_torch(_real(t))

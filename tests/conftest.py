@@ -14,6 +14,24 @@ def skip_or_fail(reason):
     pytest.skip(reason)
 
 
+def require_cupy_device():
+    """Skip, with the reason, unless the cupy backend is usable (CuPy installed, a device seen)."""
+    import fastrms
+
+    cupy = {b.name: b for b in fastrms.backends()}["cupy"]
+    if not cupy.usable:
+        pytest.skip(f"cupy backend not usable here: {cupy.reason}")
+
+
+def require_torch_cuda():
+    """``torch``, or a skip unless torch sees a CUDA device and the cupy backend is usable."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    require_cupy_device()
+    return torch
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(12345)

@@ -9,6 +9,7 @@ import fastrms
 from fastrms import dispatch, reference
 from fastrms._spec import Rule, rule_for
 from fastrms.functional import apply
+from conftest import require_cupy_device, require_torch_cuda
 from native import cases
 
 pytestmark = pytest.mark.gpu
@@ -17,9 +18,7 @@ STEPS = 7
 
 @pytest.fixture(scope="module")
 def cp():
-    info = {b.name: b for b in fastrms.backends()}["cupy"]
-    if not info.usable:
-        pytest.skip(f"cupy backend not usable here: {info.reason}")
+    require_cupy_device()
     import cupy
 
     return cupy
@@ -27,10 +26,7 @@ def cp():
 
 @pytest.fixture(scope="module")
 def torch_cuda(cp):
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("torch has no CUDA device (a CPU build of torch?)")
-    return torch
+    return require_torch_cuda()
 
 
 def _steps_on_device(cp, rule, dtype, n, rng, offset=0):
@@ -175,8 +171,8 @@ def count_launches(cp, monkeypatch):
 
     launched, real = [], loader.kernel
 
-    def kernel(device, name):
-        compiled = real(device, name)
+    def kernel(device, name, same_traffic=False):
+        compiled = real(device, name, same_traffic)
 
         def launch(*args):
             launched.append(name)

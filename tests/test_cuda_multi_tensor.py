@@ -170,7 +170,8 @@ def host_backend(host_kernels, monkeypatch):
     log = []
     stream = _FakeStream()
 
-    def kernel(device, name):
+    def kernel(device, name, same_traffic=False):
+        assert not same_traffic  # the emulation is built from the step's source
         def launch(grid, block, args):
             log.append(("launch", name, stream.current))
             host_kernels.launch(loader.MultiLaunch(name, grid[0], block[0], *[None] * 6), args)

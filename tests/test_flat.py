@@ -11,6 +11,7 @@ from fastrms import FlatBuffer
 from fastrms.functional import apply
 
 from cases import NAMED_CASES, rule_of
+from conftest import require_cupy_device
 
 SHAPES = [(3, 4), (5,), (0,), (17,), (2, 3, 4), ()]
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -119,11 +120,8 @@ def test_example_trains():
 
 @pytest.mark.gpu
 def test_example_with_cupy_where_present():
-    cupy = pytest.importorskip("cupy")
-    try:
-        cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # no driver or no device
-        pytest.skip(f"no CUDA device: {exc}")
+    require_cupy_device()
+    import cupy
     example = runpy.run_path(str(ROOT / "examples" / "numpy_flat_training.py"))
     losses = example["train"](cupy, steps=200, verbose=False)
     assert losses[-1] < 0.1 * losses[0]

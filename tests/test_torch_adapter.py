@@ -10,7 +10,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import fastrms  # noqa: E402
+from conftest import require_torch_cuda  # noqa: E402
 from fastrms.torch import FORMAT, RMSprop  # noqa: E402
 
 # Every option combination: lr, alpha (0.99: lerp from the average; 0.3: lerp from the grad),
@@ -27,20 +27,11 @@ def option_id(kw):
     return "-".join(f"{k}={v}" for k, v in kw.items())
 
 
-def require_cuda():
-    """Skip (with the reason) unless torch sees a CUDA device and the cupy backend is usable."""
-    if not torch.cuda.is_available():
-        pytest.skip("torch sees no CUDA device")
-    cupy = {b.name: b for b in fastrms.backends()}["cupy"]
-    if not cupy.usable:
-        pytest.skip(f"cupy backend not usable here: {cupy.reason}")
-
-
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def device(request):
     """Where the test's model lives: CPU tensors step through Numba, CUDA ones through CuPy."""
     if request.param == "cuda":
-        require_cuda()
+        require_torch_cuda()
     return request.param
 
 
@@ -70,6 +61,16 @@ def train_step(model, opt, set_to_none=True):
     loss.backward()
     opt.step()
     return loss.item()
+
+
+def loss_curve(model, opt, steps=100):
+    """The losses of ``steps`` training steps (bench/loss_curve_spread.py uses it too)."""
+    return np.array([train_step(model, opt) for _ in range(steps)])
+
+
+def mean_relative_difference(curve, reference):
+    """The loss-curve measure of the tests (and of bench/loss_curve_spread.py)."""
+    return float(np.mean(np.abs(curve - reference) / np.abs(reference)))
 
 
 def twin(model):
@@ -166,10 +167,9 @@ def test_loss_curves_stay_close_over_100_steps(flatten, device):
         ref_model = twin(ours_model)
         ours = RMSprop(ours_model.parameters(), flatten=flatten, **kw)
         ref = torch.optim.RMSprop(ref_model.parameters(), **kw)
-        mine = np.array([train_step(ours_model, ours) for _ in range(100)])
-        theirs = np.array([train_step(ref_model, ref) for _ in range(100)])
+        mine, theirs = loss_curve(ours_model, ours), loss_curve(ref_model, ref)
         assert np.isfinite(mine).all(), option_id(kw)
-        diff = np.mean(np.abs(mine - theirs) / np.abs(theirs))
+        diff = mean_relative_difference(mine, theirs)
         worst = max(worst, (diff / curve_bound(kw, device), diff, option_id(kw)))
     assert worst[0] <= 1, worst
 
@@ -257,7 +257,7 @@ def test_state_dict_across_flatten_and_dtype(saved_flat, loaded_flat):
 @pytest.mark.parametrize("saved_on,loaded_on", [("cuda", "cpu"), ("cpu", "cuda")])
 def test_state_dict_across_devices(saved_on, loaded_on):
     """Saved on one device (flat), loaded on the other (flat and not), continuing as torch."""
-    require_cuda()
+    require_torch_cuda()
     model = make_mlp(device=saved_on)
     ours = RMSprop(model.parameters(), flatten=True, **ROUND_TRIP)
     for _ in range(4):
@@ -435,7 +435,7 @@ def test_updates_in_place_zero_copy(device):
 @pytest.mark.parametrize("flatten", [False, True], ids=["tensors", "flat"])
 def test_cuda_steps_run_on_torchs_current_stream(flatten, monkeypatch):
     """Under ``torch.cuda.stream(side)`` every launch goes to ``side``, with torch's numbers."""
-    require_cuda()
+    require_torch_cuda()
     from fastrms.cuda import arrays
 
     used, real = [], arrays.launch_stream
@@ -467,7 +467,7 @@ def test_cuda_steps_run_on_torchs_current_stream(flatten, monkeypatch):
 def test_half_cuda_params_step_with_float32_state(dtype):
     """Half params keep float32 state; a step lands within one half-precision ulp (of the
     terms) of the same step in float64."""
-    require_cuda()
+    require_torch_cuda()
     model = make_mlp(device="cuda", dtype=dtype)
     ours = RMSprop(model.parameters(), **ROUND_TRIP)
     for _ in range(3):

@@ -6,10 +6,8 @@ the math per element is one multiply-add per buffer (DESIGN.md §6: the same par
 
 import functools
 
-import cupy
-
 from .._spec import Rule
-from ..cuda import loader
+from ..cuda import backend
 
 
 @functools.lru_cache(maxsize=None)
@@ -20,10 +18,4 @@ def _rule(momentum, centered):
 
 def same_traffic(x, g, s, b, a):
     """Reads and writes x, s (and b, a), reads g, in place, on CuPy's current stream."""
-    rule = _rule(b is not None, a is not None)
-    device = x.device.id
-    addresses = tuple(None if v is None else v.data.ptr for v in (x, g, s, b, a))
-    launch = loader.plan(x.dtype, addresses, x.size, rule, None, loader.multiprocessors(device))
-    kernel = loader.kernel(device, launch.name, same_traffic=True)
-    with cupy.cuda.Device(device):
-        kernel((launch.grid,), (launch.block,), launch.args)
+    backend.update(x, g, s, b, a, _rule(b is not None, a is not None), None, same_traffic=True)

@@ -30,7 +30,9 @@ def availability():
     return None
 
 
-def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step):
+def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step, same_traffic=False):
+    """One launch over the buffers. ``same_traffic=True``: the benchmark's roofline build of the
+    same instance (``loader.kernel``), launched exactly as the step is."""
     import cupy
 
     from . import arrays
@@ -39,7 +41,7 @@ def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step):
     buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
     launch = loader.plan(param.dtype, tuple(None if b is None else b.data.ptr for b in buffers),
                          param.size, rule, step, loader.multiprocessors(device))
-    kernel = loader.kernel(device, launch.name)
+    kernel = loader.kernel(device, launch.name, same_traffic)
     with cupy.cuda.Device(device), arrays.launch_stream(param):
         kernel((launch.grid,), (launch.block,), launch.args)
 
