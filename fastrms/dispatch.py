@@ -52,12 +52,16 @@ def _load(name):
 
 def backends():
     """Every registered backend, with whether it is usable here and, if not, why."""
-    infos = []
-    for name in _MODULES:
-        module, reason = _load(name)
-        place = module.PLACE if module is not None else "?"
-        infos.append(BackendInfo(name, place, reason is None, reason or ""))
-    return infos
+    return [backend_info(name) for name in _MODULES]
+
+
+def backend_info(name):
+    """The ``BackendInfo`` of backend ``name`` (usable here or not, and why)."""
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(_MODULES)}")
+    module, reason = _load(name)
+    place = module.PLACE if module is not None else "?"
+    return BackendInfo(name, place, reason is None, reason or "")
 
 
 def resolve(backend, place):
