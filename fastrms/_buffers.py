@@ -8,11 +8,29 @@ zero-copy: host buffers become NumPy arrays, GPU buffers CuPy arrays (through
 import functools
 import sys
 import weakref
+from typing import Any, NamedTuple
 
 import numpy as np
 
 HOST = "host"
-NAMES = ("param", "grad", "square_avg", "momentum_buffer", "grad_avg")
+
+
+class Buffers(NamedTuple):
+    """The buffers of one step, by name: what travels from the API to a backend.
+
+    For a single step each field is an array (``None`` for an absent state buffer); for a
+    multi-tensor step each field is a list of arrays, one per tensor (``None`` for an absent
+    column). ``grad`` is the only buffer that is read and never written.
+    """
+
+    param: Any
+    grad: Any
+    square_avg: Any
+    momentum_buffer: Any = None
+    grad_avg: Any = None
+
+
+NAMES = Buffers._fields
 _DLPACK_CPU, _DLPACK_CUDA = 1, 2
 
 

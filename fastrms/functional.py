@@ -30,7 +30,7 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
     module = dispatch.resolve(backend, place)
     _buffers.check(module, rule, arrays)
     if arrays[0].size:
-        module.update(*arrays, rule, step)
+        module.update(_buffers.Buffers(*arrays), rule, step)
 
 
 def _native_arrays(arrays):
@@ -96,15 +96,16 @@ def _apply_many(rule, columns, step, backend):
     module = dispatch.resolve(backend, place)
     table, sizes = _check_many(module, rule, columns)
     for rows in _runs(columns[0], steps if rule.bias_correction else None):
-        part = [None if c is None else [c[j] for j in rows] for c in columns]
+        part = _buffers.Buffers(*(None if c is None else [c[j] for j in rows] for c in columns))
         t = steps[rows[0]]
         update_many = getattr(module, "update_many", None)
         if update_many is not None:
-            update_many(*part, rule, t, table[rows], sizes[rows])
+            update_many(part, rule, t, table[rows], sizes[rows])
             continue
         for j in range(len(rows)):  # a backend without a multi-tensor entry
-            if part[0][j].size:
-                module.update(*(None if c is None else c[j] for c in part), rule, t)
+            if part.param[j].size:
+                module.update(_buffers.Buffers(*(None if c is None else c[j] for c in part)),
+                              rule, t)
 
 
 def _native_columns(columns):

@@ -41,9 +41,10 @@ def evaluate(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None,
     return (x, s, b if momentum_buffer is not None else None, a if grad_avg is not None else None)
 
 
-def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step):
-    """One in-place step on host arrays (already validated by ``fastrms.dispatch``)."""
-    results = evaluate(rule, param, grad, square_avg, momentum_buffer, grad_avg, step)
-    for buf, new in zip((param, square_avg, momentum_buffer, grad_avg), results):
+def update(buffers, rule, step):
+    """One in-place step on host arrays (a validated ``Buffers``; see ``fastrms.dispatch``)."""
+    results = evaluate(rule, *buffers, step=step)
+    for buf, new in zip((buffers.param, buffers.square_avg, buffers.momentum_buffer,
+                         buffers.grad_avg), results):
         if buf is not None:
             np.copyto(buf, new, casting="same_kind")  # float32 → float16 rounds to nearest even

@@ -7,6 +7,7 @@ import pytest
 
 import fastrms
 from fastrms import dispatch, reference
+from fastrms._buffers import Buffers
 from fastrms._spec import Rule, rule_for
 from fastrms.functional import apply
 from conftest import require_cupy_device, require_torch_cuda
@@ -49,7 +50,7 @@ def _steps_on_device(cp, rule, dtype, n, rng, offset=0):
         grad = cases.grad(rng, dtype, n)
         d_grad = cp.empty(n + offset, dtype)[offset:]
         d_grad.set(grad)
-        reference.update(host[0], grad, *host[1:], rule, t)
+        reference.update(Buffers(host[0], grad, *host[1:]), rule, t)
         apply(rule, device[0], d_grad, *device[1:], step=t, backend="cupy")
     for name, want, got in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), host, device):
         if want is not None:
@@ -128,7 +129,7 @@ def test_torch_tensors_run_on_torchs_current_stream(torch_cuda):
         fastrms.rmsprop_update(p, g, s)
     stream.synchronize()
     want = np.ones(4096, np.float32)
-    reference.update(want, np.full(4096, 0.5, np.float32), np.zeros(4096, np.float32), None, None,
+    reference.update(Buffers(want, np.full(4096, 0.5, np.float32), np.zeros(4096, np.float32)),
                      Rule(), None)
     np.testing.assert_array_equal(p.cpu().numpy(), want)
 
@@ -142,8 +143,8 @@ def test_torch_bfloat16_tensors(torch_cuda):
     s = torch.zeros(1001, device="cuda", dtype=torch.float32)
     want_p = p.cpu().view(torch.int16).numpy().view(cases.bfloat16).copy()
     want_s = np.zeros(1001, np.float32)
-    reference.update(want_p, g.cpu().view(torch.int16).numpy().view(cases.bfloat16), want_s, None,
-                     None, Rule(), None)
+    reference.update(Buffers(want_p, g.cpu().view(torch.int16).numpy().view(cases.bfloat16), want_s),
+                     Rule(), None)
     fastrms.rmsprop_update(p, g, s)
     torch.cuda.synchronize()
     cases.assert_same(p.cpu().view(torch.int16).numpy().view(cases.bfloat16), want_p)
@@ -195,7 +196,7 @@ def _list_steps(cp, rule, dtype, rng, update, steps=3):
     for t in range(1, steps + 1):
         grads = [cases.grad(rng, dtype, n) for n, _ in LIST]
         for j, g in enumerate(grads):
-            reference.update(host[0][j], g, *(None if c is None else c[j] for c in host[1:]),
+            reference.update(Buffers(host[0][j], g, *(None if c is None else c[j] for c in host[1:])),
                              rule, t)
         update(t, device, [_device_view(cp, g, o) for g, (_, o) in zip(grads, LIST)])
     for name, want, got in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), host, device):
@@ -252,8 +253,8 @@ def test_torch_tensor_lists_run_on_torchs_current_stream(torch_cuda):
     stream.synchronize()
     for p in ps:
         want = np.ones(p.numel(), np.float32)
-        reference.update(want, np.full(p.numel(), 0.5, np.float32), np.zeros(p.numel(), np.float32),
-                         None, None, Rule(), None)
+        reference.update(Buffers(want, np.full(p.numel(), 0.5, np.float32),
+                                 np.zeros(p.numel(), np.float32)), Rule(), None)
         np.testing.assert_array_equal(p.cpu().numpy(), want)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fastrms import reference
+from fastrms._buffers import Buffers
 from fastrms._spec import Rule
 from fastrms.cuda import loader
 from native import cases
@@ -27,7 +28,7 @@ def _compare(host_kernels, rule, param_dtype, n, rng, offsets=(0, 0, 0, 0, 0)):
     launch = None
     for t in range(1, STEPS + 1):
         grad = cases.grad(rng, param_dtype, n)
-        reference.update(ref[0], grad, ref[1], ref[2], ref[3], rule, t)
+        reference.update(Buffers(ref[0], grad, *ref[1:]), rule, t)
         launch = host_kernels.step(rule, t, emu[0], cases.offset_view(grad, offsets[1]), *emu[1:])
     for name, want, got in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), ref, emu):
         if want is not None:
@@ -95,7 +96,7 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
     param, square_avg, momentum_buffer, grad_avg = cases.state(rng, rule, dtype, n)
     grad = cases.grad(rng, dtype, n)
     want = [a.copy() for a in (param, square_avg, momentum_buffer, grad_avg)]
-    reference.update(want[0], grad, *want[1:], rule, None)
+    reference.update(Buffers(want[0], grad, *want[1:]), rule, None)
 
     buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
     addresses = tuple(b.ctypes.data - begin * b.itemsize for b in buffers)  # element 0: untouched

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fastrms import reference
+from fastrms._buffers import Buffers
 from fastrms._spec import Rule
 from fastrms.cuda import loader
 from native import cases
@@ -44,8 +45,8 @@ def _compare(run_step, rule, dtype, rng, layout=LIST, steps=STEPS):
     for t in range(1, steps + 1):
         grads = [cases.grad(rng, dtype, n) for n, _ in layout]
         for j in range(len(layout)):
-            reference.update(ref[0][j], grads[j], ref[1][j], *(None if c is None else c[j]
-                                                                for c in ref[2:]), rule, t)
+            reference.update(Buffers(ref[0][j], grads[j], *(None if c is None else c[j]
+                                                            for c in ref[1:])), rule, t)
         launches.append(run_step(t, [cases.offset_view(g, o[1]) for g, (_, o) in zip(grads, layout)], emu))
     for name, want, got in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), ref, emu):
         for j in range(len(layout)) if want is not None else ():
@@ -100,7 +101,7 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
     grads = [cases.grad(rng, dtype, n) for _ in range(2)]
     want = [[a.copy() for a in s] for s in sets]
     for w, g in zip(want, grads):
-        reference.update(w[0], g, *w[1:], rule, None)
+        reference.update(Buffers(w[0], g, *w[1:]), rule, None)
 
     table = np.array([[b.ctypes.data - begin * b.itemsize for b in (s[0], g, *s[1:])]
                       for s, g in zip(sets, grads)], dtype=np.int64)  # element 0: untouched
@@ -209,7 +210,7 @@ def test_backend_update_many_uploads_once_and_launches_once(host_backend):
         table = np.array([[c[j].ctypes.data for c in columns] for j in range(len(LIST))], np.int64)
         sizes = np.array([n for n, _ in LIST], np.int64)
         del log[:]
-        backend.update_many(*columns, rule, t, table, sizes)
+        backend.update_many(Buffers(*columns), rule, t, table, sizes)
         return list(log)
 
     logs = _compare(run_step, rule, F32, rng)
@@ -222,7 +223,7 @@ def test_backend_update_many_uploads_once_and_launches_once(host_backend):
 def test_backend_update_many_launches_nothing_for_empty_tensors(host_backend):
     backend, log = host_backend
     p = np.zeros(0, np.float32).view(_OnDevice)
-    backend.update_many([p, p], [p, p], [p, p], None, None, Rule(), None,
+    backend.update_many(Buffers([p, p], [p, p], [p, p]), Rule(), None,
                         np.zeros((2, 5), np.int64), np.zeros(2, np.int64))
     assert log == []
 

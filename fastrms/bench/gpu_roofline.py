@@ -6,6 +6,7 @@ the math per element is one multiply-add per buffer (DESIGN.md §6: the same par
 
 import functools
 
+from .._buffers import Buffers
 from .._spec import Rule
 from ..cuda import backend
 
@@ -18,4 +19,4 @@ def _rule(momentum, centered):
 
 def same_traffic(x, g, s, b, a):
     """Reads and writes x, s (and b, a), reads g, in place, on CuPy's current stream."""
-    backend.update(x, g, s, b, a, _rule(b is not None, a is not None), None, same_traffic=True)
+    backend.update(Buffers(x, g, s, b, a), _rule(b is not None, a is not None), None, same_traffic=True)

@@ -53,16 +53,15 @@ def scalar_array(rule, dtype, step):
     return array
 
 
-def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step):
+def update(buffers, rule, step):
+    """One fused step over a validated ``Buffers`` of NumPy arrays."""
     global _serial_only
+    param = buffers.param
     k = scalar_array(rule, param.dtype, step if rule.bias_correction else None)
     if param.ndim != 1:
-        param, grad, square_avg, momentum_buffer, grad_avg = (
-            None if a is None else a.reshape(-1)
-            for a in (param, grad, square_avg, momentum_buffer, grad_avg)
-        )
-    args = (param, grad, square_avg, momentum_buffer, grad_avg, k)
-    if param.size < PARALLEL_FROM or _serial_only:
+        buffers = tuple(None if a is None else a.reshape(-1) for a in buffers)
+    args = (*buffers, k)
+    if args[0].size < PARALLEL_FROM or _serial_only:
         rmsprop_kernel(rule.modes(), False)(*args)
         return
     try:
@@ -75,19 +74,19 @@ def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step):
         rmsprop_kernel(rule.modes(), False)(*args)
 
 
-def update_many(params, grads, square_avgs, momentum_buffers, grad_avgs, rule, step, table, sizes):
-    """Update every buffer of the lists in one compiled call (``fastrms.cpu.multi``).
+def update_many(columns, rule, step, table, sizes):
+    """Update every buffer set of ``columns`` in one compiled call (``fastrms.cpu.multi``).
 
-    The lists hold validated, C-contiguous NumPy arrays of one dtype (``momentum_buffers`` and
-    ``grad_avgs`` are None where the rule has none); ``table`` holds their data addresses
-    (int64 ``[len, 5]``, 0 where absent) and ``sizes`` their element counts (int64).
+    ``columns`` is a ``Buffers`` of lists of validated, C-contiguous NumPy arrays of one dtype
+    (``momentum_buffer`` and ``grad_avg`` are None where the rule has none); ``table`` holds their
+    data addresses (int64 ``[len, 5]``, 0 where absent) and ``sizes`` their element counts (int64).
     """
     global _serial_only
-    dtype = params[0].dtype
+    dtype = columns.param[0].dtype
     k = scalar_array(rule, dtype, step if rule.bias_correction else None)
     like = _empty(dtype)
-    b_like = like if momentum_buffers is not None else None
-    a_like = like if grad_avgs is not None else None
+    b_like = like if columns.momentum_buffer is not None else None
+    a_like = like if columns.grad_avg is not None else None
     if sizes.sum() < PARALLEL_FROM or _serial_only:
         rmsprop_multi_kernel(rule.modes(), False)(table, sizes, _no_chunks, k, like, b_like, a_like)
         return

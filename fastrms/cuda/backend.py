@@ -30,15 +30,16 @@ def availability():
     return None
 
 
-def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step, same_traffic=False):
-    """One launch over the buffers. ``same_traffic=True``: the benchmark's roofline build of the
-    same instance (``loader.kernel``), launched exactly as the step is."""
+def update(buffers, rule, step, same_traffic=False):
+    """One launch over a validated ``Buffers`` of CuPy arrays. ``same_traffic=True``: the
+    benchmark's roofline build of the same instance (``loader.kernel``), launched exactly as the
+    step is."""
     import cupy
 
     from . import arrays
 
+    param = buffers.param
     device = param.device.id
-    buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
     launch = loader.plan(param.dtype, tuple(None if b is None else b.data.ptr for b in buffers),
                          param.size, rule, step, loader.multiprocessors(device))
     kernel = loader.kernel(device, launch.name, same_traffic)
@@ -46,14 +47,16 @@ def update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step, same_
         kernel((launch.grid,), (launch.block,), launch.args)
 
 
-def update_many(params, grads, square_avgs, momentum_buffers, grad_avgs, rule, step, table, sizes):
-    """Update every buffer set of the lists in one launch (``fastrms.functional._apply_many`` has
-    checked them all; ``table`` and ``sizes`` are their host-side addresses and element counts).
+def update_many(columns, rule, step, table, sizes):
+    """Update every buffer set of ``columns`` (a ``Buffers`` of lists) in one launch
+    (``fastrms.functional`` has checked them all; ``table`` and ``sizes`` are their host-side
+    addresses and element counts).
     """
     import cupy
 
     from . import arrays
 
+    params = columns.param
     device = params[0].device.id
     launch = loader.multi_plan(params[0].dtype, table, sizes, rule, step,
                                loader.multiprocessors(device))
