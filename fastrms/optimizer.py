@@ -36,6 +36,7 @@ class RMSprop:
 
     @property
     def lr(self):
+        """The learning rate; assign to it between steps (a schedule), validated like the rest."""
         return self.rule.lr
 
     @lr.setter

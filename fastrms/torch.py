@@ -106,6 +106,7 @@ class RMSprop(torch.optim.Optimizer):
                 group.setdefault(key, value)
 
     def add_param_group(self, param_group):
+        """Add a param group as torch does, validated (and flattened with ``flatten=True``)."""
         super().add_param_group(param_group)
         try:
             _check_group(self.param_groups[-1])
