@@ -1,13 +1,18 @@
 """The benchmark's own logic, on tiny sizes; no test here asserts a speed."""
 
+import io
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import fastrms
-from fastrms.bench import cli, report, run, runners, timing
+from fastrms.bench import report, run, runners, timing
 from fastrms.bench.traffic import bytes_per_element, gbps
+from fastrms.cli import main
+from fastrms.dispatch import backend_info
 
 SCHEMA = {"backend", "device", "variant", "dtype", "n", "median_s", "gbps", "roofline_fraction",
           "speedup_vs_torch", "speedup_vs_numpy", "skipped"}
@@ -38,6 +43,40 @@ def test_median_seconds_loops_short_calls_and_takes_the_median():
     result = timing.median_seconds(lambda: None, repeat=3, clock=clock)
     assert calls == [1, 20, 20, 20]  # 2 ms / 0.1 ms = 20 calls per sample
     assert result == pytest.approx(5e-3)
+
+
+class FakeCuda:
+    """``cupy.cuda`` for ``timing.event_clock``: events stamp a clock that each step moves 0.5 ms."""
+
+    def __init__(self):
+        self.now_ms, self.waited = 0.0, []
+        cuda = self
+
+        class Event:
+            def record(self):
+                self.ms = cuda.now_ms
+
+            def synchronize(self):
+                cuda.waited.append(self)
+
+        self.Event = Event
+
+    def step(self):
+        self.now_ms += 0.5
+
+    def get_elapsed_time(self, start, end):
+        assert end in self.waited  # read only once the host has waited for the end event
+        return end.ms - start.ms
+
+
+def test_event_clock_times_on_the_device_in_seconds():
+    cuda = FakeCuda()
+    clock = timing.event_clock(cuda)
+    assert clock(cuda.step, 4, sync=None) == pytest.approx(2e-3)
+    # 0.5 ms per call: 4 calls per 2 ms sample; the median per call, in seconds
+    cuda.now_ms = 0.0
+    assert timing.median_seconds(cuda.step, repeat=3, clock=clock) == pytest.approx(5e-4)
+    assert cuda.now_ms == 0.5 * (1 + 1 + 3 * 4)  # warm-up, calibration, three samples
 
 
 def test_long_calls_reuse_the_calibration_as_a_sample():
@@ -77,9 +116,7 @@ def test_speedups_divide_by_the_right_rows(tiny_rows):
 
 
 def test_unusable_backends_are_listed_as_skipped_with_the_reason(tiny_rows):
-    import fastrms
-
-    cupy = {b.name: b for b in fastrms.backends()}["cupy"]
+    cupy = backend_info("cupy")
     cupy_rows = [r for r in tiny_rows if r["backend"] == "cupy"]
     if cupy.usable:
         pytest.skip("a GPU is usable here")
@@ -123,7 +160,7 @@ def test_load_refuses_other_json(tmp_path):
 def test_cli_writes_json_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out, png = tmp_path / "r.json", tmp_path / "r.png"
-    code = cli.main(["--sizes", "2^6", "--variants", "plain", "--backends", "numpy,numba",
+    code = main(["bench", "--sizes", "2^6", "--variants", "plain", "--backends", "numpy,numba",
                      "--repeat", "1", "--json", str(out), "--plot", str(png)])
     assert code == 0
     assert len(report.load(out)["results"]) == 2
@@ -134,14 +171,57 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
 
 def test_cli_rejects_unknown_names():
     with pytest.raises(SystemExit):
-        cli.main(["--backends", "fortran"])
+        main(["bench", "--backends", "fortran"])
     with pytest.raises(SystemExit):
-        cli.main(["--variants", "adam"])
+        main(["bench", "--variants", "adam"])
 
 
 def test_progress_bar_is_silent_off_a_terminal(tmp_path):
     with open(tmp_path / "log", "w") as f:
         assert run.progress_bar(f) is None
+
+
+def test_progress_bar_on_a_terminal_counts_rows():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    show = run.progress_bar(stream)
+    for done in (0, 2, 4):
+        show(done, 4, f"plain n={done}")
+    text = stream.getvalue()
+    assert "0/4" in text and "4/4" in text and "plain n=4" in text and text.endswith("\n")
+
+
+def test_cli_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(SystemExit, match=r"pip install 'fastrms\[plots\]', or run without --plot"):
+        main(["bench", "--sizes", "2^6", "--variants", "plain", "--backends", "numpy",
+              "--repeat", "1", "--plot", str(tmp_path / "r.png")])
+    assert "numpy" in capsys.readouterr().out  # the table came first
+
+
+def test_top_level_help_and_errors(capsys):
+    for argv in (["-h"], ["bench", "-h"], ["backends", "-h"]):
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 0
+    assert "--sizes" in capsys.readouterr().out
+    for argv in ([], ["no-such-command"]):
+        with pytest.raises(SystemExit) as exit:
+            main(argv)
+        assert exit.value.code == 2
+    assert main(["backends"]) == 0
+    assert capsys.readouterr().out.startswith("numpy ")
+
+
+def test_importing_the_command_loads_no_heavy_library():
+    code = ("import sys, fastrms.cli; fastrms.cli.build_parser(); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} "
+            "& {'numba', 'torch', 'cupy', 'matplotlib', 'sklearn'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_host_buffers_match_the_variant():

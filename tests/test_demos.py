@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-import fastrms
-from fastrms.demos import DemoUnavailable, _plot, airfoil, cli, data, digits, gamma, trace, weights
+from fastrms.cli import main
+from fastrms.demos import DEMOS, DemoUnavailable, _plot, airfoil, data, digits, gamma, trace, weights
+from fastrms.dispatch import backend_info
 
 BOOK_TRACE_LINE = "epoch 20, x1: -0.010599, x2: 0.000000"
 BOOK_RANGE = (0.240, 0.250)  # ~98% of seeds end here; the least-squares floor is 0.2417
@@ -17,18 +18,17 @@ SEEDS = (airfoil.DEFAULT_SEED, 8, 15)
 
 
 def _backend_params():
-    usable = {b.name: b.usable for b in fastrms.backends()}
     params = []
     for name in ("numpy", "numba", "cupy"):
         marks = [pytest.mark.gpu] if name == "cupy" else []
-        if not usable.get(name):
+        if not backend_info(name).usable:
             marks.append(pytest.mark.skip(reason=f"backend {name} is not usable here"))
         params.append(pytest.param(name, marks=marks))
     return params
 
 
 def run_cli(argv, capsys):
-    code = cli.main(argv)
+    code = main(["demo", *argv])
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -92,7 +92,7 @@ def test_airfoil_records_every_200_examples(capsys):
 
 
 def test_unusable_backend_is_a_clear_error(capsys):
-    if {b.name: b.usable for b in fastrms.backends()}["cupy"]:
+    if backend_info("cupy").usable:
         pytest.skip("cupy is usable here")
     code, out, err = run_cli(["airfoil", "--backend", "cupy"], capsys)
     assert code == 1 and "--backend cupy is not usable here" in err and out == ""
@@ -242,7 +242,7 @@ QUICK_ARGV = {
 NEEDS = {"concise": ["torch", "fastrms.torch"], "digits": ["torch", "sklearn"]}
 
 
-@pytest.mark.parametrize("name", list(cli.DEMOS))
+@pytest.mark.parametrize("name", list(DEMOS))
 def test_each_demo_writes_its_figure(name, tmp_path, capsys):
     pytest.importorskip("matplotlib")
     for module in NEEDS.get(name, []):
@@ -260,7 +260,7 @@ def test_all_writes_an_index_of_figures_and_numbers(tmp_path, capsys):
     code, _, _ = run_cli(["all", "--out", str(tmp_path), "--quick"], capsys)
     assert code == 0
     page = (tmp_path / "index.html").read_text()
-    for name in cli.DEMOS:
+    for name in DEMOS:
         assert f"<h2>{name}</h2>" in page
         if (tmp_path / f"{name}.png").exists():
             assert f'<img src="{name}.png"' in page
@@ -280,9 +280,15 @@ def test_figures_without_matplotlib_are_a_clear_error(tmp_path, capsys, monkeypa
 
 
 def test_top_level_command_routes_to_demos(capsys):
-    from fastrms.cli import main
-
     assert main(["demo", "trace"]) == 0
     assert capsys.readouterr().out == BOOK_TRACE_LINE + "\n"
     with pytest.raises(SystemExit):
         main(["demo", "no-such-demo"])
+
+
+def test_each_demo_has_its_own_help(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["demo", "trace", "-h"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: fastrms demo trace") and "--eta" in out and "(default: 0.4)" in out

@@ -1,9 +1,14 @@
-"""``fastrms bench``: argument parsing and the flow of one run."""
+"""``fastrms bench``: its options (on the subparser ``fastrms.cli`` gives it) and one run."""
 
 import argparse
 
-from . import report, run, runners
+from ..plotting import MatplotlibMissing
+from . import report, run as grid, runners
 from .traffic import VARIANTS
+
+HELP = "benchmark the fused update against the memory roofline"
+DESCRIPTION = ("Time the fused RMSProp step against a same-traffic kernel (the memory roofline), "
+               "torch.optim.RMSprop and the NumPy reference, on CPU and GPU.")
 
 
 def _sizes(text):
@@ -27,15 +32,11 @@ def _names(choices):
     return parse
 
 
-def parser():
-    p = argparse.ArgumentParser(
-        prog="fastrms bench",
-        description="Time the fused RMSProp step against a same-traffic kernel (the memory "
-                    "roofline), torch.optim.RMSprop and the NumPy reference, on CPU and GPU.",
-    )
+def add_arguments(p):
+    """The options of ``fastrms bench`` on its subparser ``p``."""
     p.add_argument("--quick", action="store_true",
-                   help=f"sizes {', '.join(report._n(n) for n in run.QUICK_SIZES)}, variants "
-                        f"{', '.join(run.QUICK_VARIANTS)}, 3 samples: under a minute")
+                   help=f"sizes {', '.join(report._n(n) for n in grid.QUICK_SIZES)}, variants "
+                        f"{', '.join(grid.QUICK_VARIANTS)}, 3 samples: under a minute")
     p.add_argument("--sizes", type=_sizes, help="comma-separated element counts, e.g. 2^20,1000")
     p.add_argument("--variants", type=_names(tuple(VARIANTS)), help="comma-separated, default all")
     p.add_argument("--backends", type=_names(runners.ALL_BACKENDS), help="comma-separated, default all")
@@ -45,16 +46,15 @@ def parser():
     p.add_argument("--plot", metavar="PATH.png", help="draw GB/s against size (needs matplotlib)")
     p.add_argument("--compare", nargs=2, metavar=("A.json", "B.json"),
                    help="compare two saved runs instead of measuring")
-    return p
 
 
-def main(argv=None):
-    args = parser().parse_args(argv)
+def run(args):
+    """Measure (or ``--compare``), print the table, then write what was asked."""
     if args.compare:
         print(report.compare(report.load(args.compare[0]), report.load(args.compare[1])))
         return 0
-    sizes = args.sizes or (run.QUICK_SIZES if args.quick else run.FULL_SIZES)
-    variants = args.variants or (run.QUICK_VARIANTS if args.quick else tuple(VARIANTS))
+    sizes = args.sizes or (grid.QUICK_SIZES if args.quick else grid.FULL_SIZES)
+    variants = args.variants or (grid.QUICK_VARIANTS if args.quick else tuple(VARIANTS))
     backends = args.backends or runners.ALL_BACKENDS
     repeat = args.repeat or (3 if args.quick else 11)
     if repeat < 1:
@@ -62,12 +62,15 @@ def main(argv=None):
     machine = report.machine()
     print(f"fastrms bench: {machine['cpu']} ({machine['cores']} cores), GPU: {machine['gpu'] or 'none'}; "
           f"import fastrms: {machine['import_fastrms_s'] * 1e3:.0f} ms")
-    rows = run.run(sizes, variants, backends, args.dtype, repeat, run.progress_bar())
+    rows = grid.run(sizes, variants, backends, args.dtype, repeat, grid.progress_bar())
     print(report.table(rows))
     if args.json:
         report.save(args.json, rows, machine)
         print(f"wrote {args.json}")
     if args.plot:
-        report.plot(rows, args.plot)
+        try:
+            report.plot(rows, args.plot)
+        except MatplotlibMissing as exc:  # the rows are printed (and saved) already
+            raise SystemExit(f"fastrms bench: cannot plot: {exc}, or run without --plot") from None
         print(f"wrote {args.plot}")
     return 0

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from importlib import metadata
 
+from .. import plotting
+from ..dispatch import backend_info
+
 COLUMNS = [
     # (header, key, format)
     ("backend", "backend", "{}"),
@@ -82,9 +85,7 @@ def machine():
             info["versions"][package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    from .. import backends
-
-    if any(b.name == "cupy" and b.usable for b in backends()):
+    if backend_info("cupy").usable:
         import cupy
 
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
@@ -144,18 +145,15 @@ def compare(a, b):
 
 
 def plot(rows, path):
-    """GB/s against size, one line per backend, one panel per variant, the roofline dashed."""
-    try:
-        import matplotlib
+    """GB/s against size, one line per backend, one panel per variant, the roofline dashed.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install 'fastrms[plots]'") from None
+    Raises ``plotting.MatplotlibMissing`` where matplotlib is not installed.
+    """
     measured = [r for r in rows if r["skipped"] is None]
     variants = list(dict.fromkeys(r["variant"] for r in measured))
-    fig, axes = plt.subplots(1, max(1, len(variants)), figsize=(5 * max(1, len(variants)), 4),
-                             squeeze=False, sharey=True)
+    panels = max(1, len(variants))
+    fig = plotting.figure((5 * panels, 4), layout=None)  # laid out by tight_layout below
+    axes = fig.subplots(1, panels, squeeze=False, sharey=True)
     for ax, variant in zip(axes[0], variants):
         for device in dict.fromkeys(r["device"] for r in measured):
             roof = [r for r in measured if r["variant"] == variant and r["device"] == device and r["backend"] in ("numba", "cupy")]
@@ -173,5 +171,4 @@ def plot(rows, path):
     axes[0][0].set_ylabel("GB/s (fused step's bytes)")
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    plotting.save(fig, path)

@@ -14,6 +14,8 @@ def run(sizes, variants, backends, dtype="float32", repeat=11, progress=None):
     """All rows, as dicts of the JSON schema (``skipped`` is None or the reason)."""
     rows = []
     total = len(sizes) * len(variants) * len(backends)
+    if progress:
+        progress(0, total, "")  # the bar shows, and its clock starts, before the first group
     for variant in variants:
         for n in sizes:
             host = runners.host_buffers(variant, dtype, n)
@@ -61,16 +63,22 @@ def _add_speedups(group):
         row["speedup_vs_numpy"] = ratio(numpy_s, row["median_s"])
 
 
-def progress_bar(stream=sys.stderr, width=30):
-    """A one-line progress bar on a terminal; nothing when ``stream`` is not one."""
+def progress_bar(stream=sys.stderr):
+    """A ``progress(done, total, what)`` callback drawing a tqdm bar on ``stream``; None when
+    ``stream`` is not a terminal (a log file or a pipe gets no carriage-return noise)."""
     if not stream.isatty():
         return None
+    from tqdm import tqdm  # only a terminal draws one
+
+    bar = None
 
     def show(done, total, what):
-        filled = width * done // total
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<32}")
+        nonlocal bar
+        if bar is None:  # run() calls first with done = 0 and the total
+            bar = tqdm(total=total, file=stream, unit="row", dynamic_ncols=True)
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(done - bar.n)
         if done == total:
-            stream.write("\n")
-        stream.flush()
+            bar.close()
 
     return show

@@ -11,6 +11,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from .._spec import state_dtype
+from ..dispatch import backend_info
+from .timing import event_clock
 from .traffic import VARIANTS
 
 HOST_BACKENDS = ("numpy", "numba", "torch", "torch-foreach")
@@ -29,7 +31,7 @@ class Runner(NamedTuple):
     step: Callable[[], None]
     device: str  # "cpu" or "cuda"
     sync: Callable[[], None] = None
-    clock: Callable = None  # a GPU event timer, see timing.median_seconds
+    clock: Callable = None  # timing.event_clock on a GPU, see timing.median_seconds
 
 
 def host_buffers(variant, dtype, n, seed=0):
@@ -68,9 +70,7 @@ def _fastrms(name):
     def make(variant, dtype, n, host):
         import fastrms
 
-        info = {b.name: b for b in fastrms.backends()}[name]
-        if not info.usable:
-            raise Skip(info.reason)
+        _usable_or_skip(name)
         x, g, s, b, a = host
         kw = dict(BOOK, **variant_kwargs(variant), momentum_buffer=b, grad_avg=a, backend=name)
         try:
@@ -115,28 +115,24 @@ def _import_torch():
     return torch
 
 
-def _cupy_clock(cupy):
-    def clock(step, inner, sync):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record()
-        for _ in range(inner):
-            step()
-        end.record()
-        end.synchronize()
-        return cupy.cuda.get_elapsed_time(start, end) / 1e3
-
-    return clock
+def _usable_or_skip(backend):
+    info = backend_info(backend)
+    if not info.usable:
+        raise Skip(info.reason)
 
 
 def _gpu_or_skip():
-    import fastrms
-
-    info = {b.name: b for b in fastrms.backends()}["cupy"]
-    if not info.usable:
-        raise Skip(info.reason)
+    """CuPy, where the cupy backend is usable (a device seen); else ``Skip`` with the reason."""
+    _usable_or_skip("cupy")
     import cupy
 
     return cupy
+
+
+def _on_gpu(step, cupy, sync=None):
+    """A CUDA runner, timed by events on the current stream (``sync``: the whole device's)."""
+    return Runner(step, "cuda", sync=sync or cupy.cuda.runtime.deviceSynchronize,
+                  clock=event_clock(cupy.cuda))
 
 
 def _cupy_runner(variant, dtype, n, host):
@@ -146,8 +142,7 @@ def _cupy_runner(variant, dtype, n, host):
     x, g, s, b, a = (None if v is None else cupy.asarray(v) for v in host)
     kw = dict(BOOK, **variant_kwargs(variant), momentum_buffer=b, grad_avg=a, backend="cupy")
     grads = alternating(g)
-    return Runner(lambda: fastrms.rmsprop_update(x, next(grads), s, **kw), "cuda",
-                  sync=cupy.cuda.runtime.deviceSynchronize, clock=_cupy_clock(cupy))
+    return _on_gpu(lambda: fastrms.rmsprop_update(x, next(grads), s, **kw), cupy)
 
 
 def _torch_cuda(foreach):
@@ -158,7 +153,7 @@ def _torch_cuda(foreach):
             raise Skip("this torch build has no CUDA")
         p = torch.nn.Parameter(torch.from_numpy(host[0]).cuda())
         step = _torch_step(p, torch.from_numpy(host[1]).cuda(), variant, foreach)
-        return Runner(step, "cuda", sync=torch.cuda.synchronize, clock=_cupy_clock(cupy))
+        return _on_gpu(step, cupy, sync=torch.cuda.synchronize)
 
     return make
 
@@ -190,5 +185,4 @@ def roofline_runner(device, variant, dtype, n, host):
     from .gpu_roofline import same_traffic
 
     x, g, s, b, a = (None if v is None else cupy.asarray(v) for v in host)
-    return Runner(lambda: same_traffic(x, g, s, b, a), "cuda",
-                  sync=cupy.cuda.runtime.deviceSynchronize, clock=_cupy_clock(cupy))
+    return _on_gpu(lambda: same_traffic(x, g, s, b, a), cupy)

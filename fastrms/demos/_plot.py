@@ -1,14 +1,15 @@
-"""Figures without pyplot: matplotlib is optional and imported only when a figure is drawn.
+"""The demos' figure sizes and files, on ``fastrms.plotting`` (Agg canvas, no pyplot).
 
-A ``Figure`` drawn on an explicit Agg canvas touches no global backend state, so the demos work
-headless and never switch the backend of a caller's interactive session.
+A missing matplotlib becomes ``DemoUnavailable``: the demo says so and exits 1, and its numbers
+need no matplotlib (run without ``--out``).
 """
 
 from pathlib import Path
 
+from .. import plotting
 from . import DemoUnavailable
 
-DPI = 100
+DPI = plotting.DPI
 SIZE = (6.4, 4.2)  # inches: 640 x 420 pixels at DPI
 WIDE = (10.0, 4.2)  # two panels side by side: 1000 x 420 pixels
 
@@ -16,25 +17,16 @@ WIDE = (10.0, 4.2)  # two panels side by side: 1000 x 420 pixels
 def figure(size=SIZE):
     """A new Figure on an Agg canvas, of ``size`` inches at ``DPI``."""
     try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as exc:
-        raise DemoUnavailable(
-            f"figures need matplotlib ({exc}); install it with: pip install 'fastrms[plots]', "
-            "or run without --out to print the numbers only"
-        ) from None
-    fig = Figure(figsize=size, dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+        return plotting.figure(size, DPI)
+    except plotting.MatplotlibMissing as exc:
+        raise DemoUnavailable(f"{exc}, or run without --out to print the numbers only") from None
 
 
 def save(fig, out, name):
     """Write ``fig`` to ``out/name.png`` at its exact pixel size; returns the path."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=DPI)  # no bbox_inches="tight": that would change the pixel size
-    return path
+    return plotting.save(fig, out / f"{name}.png")
 
 
 def pixel_size(size=SIZE):

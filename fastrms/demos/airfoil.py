@@ -11,6 +11,7 @@ import numpy as np
 
 import fastrms
 
+from ..dispatch import backend_info
 from . import DemoUnavailable, _plot
 from .data import load_airfoil
 
@@ -32,7 +33,7 @@ def array_module(backend):
     """NumPy, or CuPy for the cupy backend (a clear error where it cannot run)."""
     if backend != "cupy":
         return np
-    info = {b.name: b for b in fastrms.backends()}["cupy"]
+    info = backend_info("cupy")
     if not info.usable:
         raise DemoUnavailable(f"--backend cupy is not usable here: {info.reason}")
     import cupy

@@ -3,7 +3,7 @@
 import html
 from pathlib import Path
 
-from .cli import DEMOS
+from . import DEMOS
 
 STYLE = ("<style>body{font-family:sans-serif;max-width:1060px;margin:2em auto}"
          "pre{background:#f4f4f4;padding:.6em;white-space:pre-wrap}img{max-width:100%}</style>")
