@@ -1,13 +1,12 @@
-"""Turning the caller's buffers into native arrays, and refusing what cannot be updated in place.
+"""The buffers of a step by name (``Buffers``), and the caller's buffers as native arrays.
 
 Anything exposing ``__array_interface__``, ``__cuda_array_interface__`` or DLPack is accepted
 zero-copy: host buffers become NumPy arrays, GPU buffers CuPy arrays (through
-``fastrms.cuda.arrays``). Every check runs before anything is written.
+``fastrms.cuda.arrays``). ``fastrms.validate`` checks them before anything is written.
 """
 
 import functools
 import sys
-import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -76,77 +75,3 @@ def cuda_arrays():
     from .cuda import arrays  # imports CuPy: only once a buffer is on a GPU
 
     return arrays
-
-
-def check(backend, rule, arrays):
-    """Refuse, naming the argument, whatever ``backend`` cannot update in place.
-
-    ``arrays`` holds native arrays in the order of ``NAMES`` (``None`` for absent buffers).
-    """
-    param = arrays[0]
-    if param.dtype not in backend.DTYPES:
-        refuse_dtype(backend, "param", param.dtype)
-    state_dtype = rule.state_dtype(param.dtype)
-    for i, a in enumerate(arrays):
-        if a is None:
-            continue
-        want = param.dtype if i < 2 else state_dtype
-        flags = a.flags
-        # One combined test on the hot path; ``refuse`` works out what is wrong.
-        if a.dtype != want or a.shape != param.shape or not flags.c_contiguous \
-                or (i != 1 and not getattr(flags, "writeable", True)):
-            refuse(NAMES[i], a, want, param.dtype, param.shape, written=i != 1)
-    if param.size:
-        _check_disjoint(arrays)
-
-
-def refuse_dtype(backend, name, dtype):
-    supported = ", ".join(sorted(d.name for d in backend.DTYPES))
-    raise TypeError(f"{name} has dtype {dtype}, which backend {backend.NAME!r} does not support "
-                    f"(it takes {supported})")
-
-
-def refuse(name, a, want, param_dtype, shape, written):
-    """Raise the error that says what is wrong with buffer ``name``."""
-    if a.dtype != want:
-        raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param_dtype} params")
-    if a.shape != shape:
-        raise ValueError(f"{name} has shape {a.shape}, expected the param's shape {shape}")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
-    # CuPy arrays have no writeable flag; fastrms.cuda.arrays refuses read-only GPU buffers.
-    if written and not getattr(a.flags, "writeable", True):
-        raise ValueError(f"{name} is read-only, but fastrms updates it in place")
-
-
-# Sets of buffers found disjoint, keyed by their ids and held weakly: a training loop passes the
-# same few sets every step (a benchmark alternating two grads, two sets), and an ndarray's byte
-# range cannot change while the object lives, so the pairwise test (a third of a small call's
-# cost) runs once per set. A dead weakref (an id reused by a new array) is a miss.
-_disjoint = {}
-_DISJOINT_KEPT = 16
-
-
-def _check_disjoint(arrays):
-    key = tuple(map(id, arrays))
-    refs = _disjoint.get(key)
-    if refs is not None and all(r is None or r() is not None for r in refs):
-        return
-    # C-contiguous buffers overlap exactly when their byte ranges do, so the cheap bounds test of
-    # may_share_memory is exact here. grad is only read, but must not overlap a written buffer.
-    present = [(n, a) for n, a in zip(NAMES, arrays) if a is not None]
-    may_share = np.may_share_memory if isinstance(arrays[0], np.ndarray) else _cupy_may_share
-    for i, (name_i, a_i) in enumerate(present):
-        for name_j, a_j in present[i + 1:]:
-            if a_i is a_j or may_share(a_i, a_j):
-                raise ValueError(f"{name_i} and {name_j} overlap in memory; each must be its own buffer")
-    if isinstance(arrays[0], np.ndarray):
-        if len(_disjoint) >= _DISJOINT_KEPT:
-            _disjoint.clear()
-        _disjoint[key] = tuple(None if a is None else weakref.ref(a) for a in arrays)
-
-
-def _cupy_may_share(a, b):
-    from .cuda import arrays
-
-    return arrays.may_share_memory(a, b)

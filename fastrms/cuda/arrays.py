@@ -11,6 +11,7 @@ import sys
 import cupy
 import numpy as np
 
+from ..validate import refuse_read_only_interface
 from .loader import bfloat16
 
 
@@ -28,8 +29,8 @@ def as_cupy(x, name):
         array = from_torch(x)
     elif hasattr(x, "__cuda_array_interface__"):
         _, read_only = x.__cuda_array_interface__["data"]
-        if read_only and name != "grad":
-            raise ValueError(f"{name} is read-only, but fastrms updates it in place")
+        if read_only:  # CuPy arrays carry no writeable flag for fastrms.validate to see
+            refuse_read_only_interface(name)
         array = cupy.asarray(x)  # zero-copy; CuPy honours the interface's stream (v3)
     else:
         array = cupy.from_dlpack(x)
