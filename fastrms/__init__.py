@@ -3,11 +3,12 @@
 Importing this package is cheap: Numba and CuPy are imported on the first step that needs them.
 """
 
+from .caches import clear_caches
 from .dispatch import backends
 from .flat import FlatBuffer
 from .functional import rmsprop_update
 from .optimizer import RMSprop
 from .state import RMSpropState
 
-__all__ = ["FlatBuffer", "RMSprop", "RMSpropState", "backends", "rmsprop_update"]
+__all__ = ["FlatBuffer", "RMSprop", "RMSpropState", "backends", "clear_caches", "rmsprop_update"]
 __version__ = "0.1.0"
