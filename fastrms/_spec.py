@@ -1,6 +1,6 @@
 """Hyperparameters: one frozen, validated ``Rule``, and the library conventions that preset it.
 
-A ``Rule`` is the whole update rule of DESIGN.md §2 as data. It is validated once when built, and
+A ``Rule`` is the whole update rule of docs/design.md §2 as data. It is validated once when built, and
 turns itself into what kernels take: ``modes()`` (ints choosing the formula) and ``scalars(dtype,
 step)`` (every scalar cast once, on the host, to the kernel's compute dtype).
 """

@@ -200,7 +200,7 @@ def test_concise_curves_coincide():
 
     theirs = concise.train(lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9), epochs=4)
     ours = concise.train(lambda p: fastrms_torch.RMSprop(p, lr=0.01, alpha=0.9), epochs=4)
-    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-4)  # DESIGN §4 bound
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-4)  # docs/design.md §4 bound
     assert BOOK_RANGE[0] <= ours[1][-1] <= BOOK_RANGE[1]
 
 
