@@ -42,8 +42,9 @@ def native(x, name):
         # Already native. (Asking a CuPy array for __cuda_array_interface__ queries the device's
         # current stream: microseconds per buffer and step.)
         return cuda_arrays().as_cupy(x, name)
-    if getattr(x, "requires_grad", False):  # a torch leaf: its data, as torch's in-place ops see it
-        x = x.detach()
+    if getattr(x, "requires_grad", False):  # a torch tensor in autograd's graph
+        refuse_tracked(x, name)
+        x = x.detach()  # its data, as torch's in-place ops under no_grad see it
     if getattr(x, "is_cuda", False) is True:  # a torch CUDA tensor: wrapped from its metadata
         return cuda_arrays().as_cupy(x, name)
     if hasattr(x, "__cuda_array_interface__"):
@@ -68,6 +69,20 @@ def native(x, name):
         f"{name} must be an array (NumPy, CuPy, torch, or anything with __array_interface__, "
         f"__cuda_array_interface__ or DLPack), got {type(x).__name__}"
     )
+
+
+def refuse_tracked(tensor, name):
+    """Refuse, as torch does, an in-place update of a tensor that requires grad while grad mode
+    is on (an optimizer's step runs under ``torch.no_grad()``); grads are only read."""
+    import torch  # only torch tensors require grad
+
+    if name != "grad" and torch.is_grad_enabled():
+        what = "a leaf Variable" if tensor.is_leaf else "a tensor"
+        raise RuntimeError(
+            f"{name}: {what} that requires grad is being used in an in-place operation "
+            "(fastrms updates it in place); run the step under torch.no_grad(), as torch's "
+            "optimizers do"
+        )
 
 
 @functools.cache

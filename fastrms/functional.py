@@ -30,6 +30,7 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
         columns = Buffers(*(None if a is None else [a] for a in
                             (param, grad, square_avg, momentum_buffer, grad_avg)))
         steps = [step]
+    validate.check_present(columns, listed)
     validate.check_state_matches(rule, momentum_buffer, grad_avg)
     for t in set(steps) if rule.bias_correction else ():
         validate.check_step(rule, t)
@@ -72,7 +73,7 @@ def _native_columns(columns, listed):
             else:
                 try:  # the plain name: the GPU side tells grads (read-only allowed) by it
                     a, where = native(a, NAMES[i])
-                except (TypeError, ValueError) as exc:
+                except (TypeError, ValueError, RuntimeError) as exc:
                     raise type(exc)(f"{NAMES[i]}[{j}]: {exc}") from None
             if place is None:
                 place = where

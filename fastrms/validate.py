@@ -60,11 +60,24 @@ def check_state_matches(rule, momentum_buffer, grad_avg):
         )
 
 
+def check_present(columns, listed):
+    """param, grad and square_avg are given; no element of a list is None."""
+    for i, column in enumerate(columns):
+        if column is None:
+            if i <= NAMES.index("square_avg"):
+                raise TypeError(f"{NAMES[i]} is None, but a step needs a {NAMES[i]} buffer")
+            continue
+        if listed:
+            for j, a in enumerate(column):
+                if a is None:
+                    raise TypeError(f"{NAMES[i]}[{j}] is None, but a step needs a buffer there")
+
+
 def check_lists(columns):
     """``columns`` (a ``Buffers`` of lists, from a multi-tensor call) are lists of one length."""
     n = len(columns.param)
     for i, column in enumerate(columns):
-        if column is None and i >= NAMES.index("square_avg"):
+        if column is None:  # check_present refuses the required ones
             continue
         if not isinstance(column, (list, tuple)):
             raise TypeError(f"param is a list, so {NAMES[i]} must be a list too, "
