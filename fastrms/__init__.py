@@ -9,6 +9,10 @@ from .flat import FlatBuffer
 from .functional import rmsprop_update
 from .optimizer import RMSprop
 from .state import RMSpropState
+from .threads import get_num_threads, set_num_threads
 
-__all__ = ["FlatBuffer", "RMSprop", "RMSpropState", "backends", "clear_caches", "rmsprop_update"]
+__all__ = [
+    "FlatBuffer", "RMSprop", "RMSpropState", "backends", "clear_caches", "get_num_threads",
+    "rmsprop_update", "set_num_threads",
+]
 __version__ = "0.1.0"

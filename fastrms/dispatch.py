@@ -22,8 +22,11 @@ class Backend(Protocol):
     def availability(self) -> Optional[str]:
         """None when usable here, else the reason it is not."""
 
-    def update(self, buffers: Any, rule: Any, step: Optional[int]) -> None:
-        """One in-place step over a validated ``fastrms._buffers.Buffers`` of native arrays."""
+    def update(self, buffers: Any, rule: Any, step: Optional[int],
+               threads: Optional[int] = None) -> None:
+        """One in-place step over a validated ``fastrms._buffers.Buffers`` of native arrays.
+        ``threads``: the caller's CPU thread count (``fastrms.threads``), or None; backends that
+        use no CPU threads ignore it."""
 
 
 @runtime_checkable
@@ -32,7 +35,7 @@ class MultiTensorBackend(Backend, Protocol):
     ``fastrms.functional.apply`` calls ``update`` per set)."""
 
     def update_many(self, columns: Any, rule: Any, step: Optional[int], table: Any,
-                    sizes: Any) -> None:
+                    sizes: Any, threads: Optional[int] = None) -> None:
         """One step for every set of ``columns`` (a ``Buffers`` of lists of one dtype);
         ``table``: int64 ``[n, 5]`` data addresses (0 where absent), ``sizes``: element counts."""
 

@@ -7,17 +7,20 @@ import numpy as np
 from . import dispatch, validate
 from ._buffers import HOST, NAMES, Buffers, native
 from ._spec import Rule
+from .threads import check_count
 
 
 def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, step=None,
-          backend="auto"):
+          backend="auto", threads=None):
     """One in-place step of ``rule`` (a ``fastrms._spec.Rule``); the single route to a backend.
 
     ``param``, ``grad``, ``square_avg`` (and the optional buffers) are arrays, or lists of arrays
     updated together in one call (a multi-tensor step; ``step`` may then be a list too). Either
     way everything is checked (``fastrms.validate``) before anything is written: a call that
-    raises leaves every buffer exactly as it was.
+    raises leaves every buffer exactly as it was. ``threads``: see ``fastrms.threads``.
     """
+    if threads is not None:
+        check_count(threads)
     listed = isinstance(param, (list, tuple))
     if listed:
         columns = Buffers(param, grad, square_avg, momentum_buffer, grad_avg)
@@ -41,7 +44,8 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
     checked = validate.check_buffers(module, rule, columns, listed)
     if not listed:
         if columns.param[0].size:
-            module.update(Buffers(*(None if c is None else c[0] for c in columns)), rule, step)
+            module.update(Buffers(*(None if c is None else c[0] for c in columns)), rule, step,
+                          threads)
         return
     table, sizes = checked
     for rows in _runs(columns.param, steps if rule.bias_correction else None):
@@ -49,11 +53,12 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
         t = steps[rows[0]]
         update_many = getattr(module, "update_many", None)
         if update_many is not None:
-            update_many(part, rule, t, table[rows], sizes[rows])
+            update_many(part, rule, t, table[rows], sizes[rows], threads)
             continue
         for j in range(len(rows)):  # a backend without a multi-tensor entry
             if part.param[j].size:
-                module.update(Buffers(*(None if c is None else c[j] for c in part)), rule, t)
+                module.update(Buffers(*(None if c is None else c[j] for c in part)), rule, t,
+                              threads)
 
 
 def _native_columns(columns, listed):
@@ -109,7 +114,7 @@ RULE_ARGUMENTS = ("lr", "alpha", "eps", "eps_in_sqrt", "momentum", "lr_in_moment
 def rmsprop_update(param, grad, square_avg, *, lr=0.01, alpha=0.9, eps=1e-6, eps_in_sqrt=True,
                    momentum=0.0, momentum_buffer=None, lr_in_momentum=False, nesterov=False,
                    centered=False, grad_avg=None, weight_decay=0.0, decoupled_weight_decay=False,
-                   bias_correction=False, step=None, maximize=False, backend="auto"):
+                   bias_correction=False, step=None, maximize=False, backend="auto", threads=None):
     """One fused RMSProp step over flat buffers, in place; returns None.
 
     Per element (the book's rule with every common variant; see ``fastrms.rule``)::
@@ -134,8 +139,10 @@ def rmsprop_update(param, grad, square_avg, *, lr=0.01, alpha=0.9, eps=1e-6, eps
     NumPy, CuPy, torch tensors, anything with ``__array_interface__``,
     ``__cuda_array_interface__`` or DLPack. They are updated in place, zero-copy. The defaults are
     the book's (lr 0.01, alpha 0.9, eps 1e-6 inside the root). ``backend`` is "auto" (Numba for
-    host arrays, CuPy for GPU arrays), "numba", "numpy" (the reference) or "cupy".
+    host arrays, CuPy for GPU arrays), "numba", "numpy" (the reference) or "cupy". ``threads``:
+    how many CPU threads the step may use (default: ``fastrms.set_num_threads``, else
+    ``OMP_NUM_THREADS`` / ``NUMBA_NUM_THREADS``, else every core; see ``fastrms.threads``).
     """
     rule = _rule(lr, alpha, eps, eps_in_sqrt, momentum, lr_in_momentum, nesterov, centered,
                  weight_decay, decoupled_weight_decay, bias_correction, maximize)
-    apply(rule, param, grad, square_avg, momentum_buffer, grad_avg, step, backend)
+    apply(rule, param, grad, square_avg, momentum_buffer, grad_avg, step, backend, threads)

@@ -30,7 +30,7 @@ def availability():
     return None
 
 
-def update(buffers, rule, step, same_traffic=False):
+def update(buffers, rule, step, threads=None, same_traffic=False):
     """One launch over a validated ``Buffers`` of CuPy arrays. ``same_traffic=True``: the
     benchmark's roofline build of the same instance (``loader.kernel``), launched exactly as the
     step is."""
@@ -47,7 +47,7 @@ def update(buffers, rule, step, same_traffic=False):
         kernel((launch.grid,), (launch.block,), launch.args)
 
 
-def update_many(columns, rule, step, table, sizes):
+def update_many(columns, rule, step, table, sizes, threads=None):
     """Update every buffer set of ``columns`` (a ``Buffers`` of lists) in one launch
     (``fastrms.functional`` has checked them all; ``table`` and ``sizes`` are their host-side
     addresses and element counts).
