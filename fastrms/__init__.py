@@ -11,4 +11,4 @@ from .optimizer import RMSprop
 from .state import RMSpropState
 
 __all__ = ["FlatBuffer", "RMSprop", "RMSpropState", "backends", "clear_caches", "rmsprop_update"]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
