@@ -15,4 +15,4 @@ __all__ = [
     "FlatBuffer", "RMSprop", "RMSpropState", "backends", "clear_caches", "get_num_threads",
     "rmsprop_update", "set_num_threads",
 ]
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)

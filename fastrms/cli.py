@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
+
 SUBCOMMANDS = {"bench": "fastrms.bench.cli", "demo": "fastrms.demos.cli"}
 
 
@@ -25,6 +27,7 @@ def backends_command(args):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastrms", description="Fused RMSProp update kernels: benchmark, demos, backends.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
