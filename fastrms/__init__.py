@@ -10,9 +10,10 @@ from .functional import rmsprop_update
 from .optimizer import RMSprop
 from .state import RMSpropState
 from .threads import get_num_threads, set_num_threads
+from .warmup import warmup
 
 __all__ = [
     "FlatBuffer", "RMSprop", "RMSpropState", "backends", "clear_caches", "get_num_threads",
-    "rmsprop_update", "set_num_threads",
+    "rmsprop_update", "set_num_threads", "warmup",
 ]
 __version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)

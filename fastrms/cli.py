@@ -1,7 +1,7 @@
-"""The ``fastrms`` command: one argparse tree, ``fastrms {bench,demo,backends} ...``.
+"""The ``fastrms`` command: one argparse tree, ``fastrms {bench,demo,warmup,backends} ...``.
 
 Each subcommand's options and work live in its own module (``fastrms.bench.cli``,
-``fastrms.demos.cli``: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)``, ``run(args)``), imported
+``fastrms.demos.cli``, ``fastrms.warmup``: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)``, ``run(args)``), imported
 when the parser is built, not when this module is: ``import fastrms.cli`` stays as cheap as
 ``import fastrms``. Numba, torch, CuPy and matplotlib load only when a run needs them.
 """
@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 
-SUBCOMMANDS = {"bench": "fastrms.bench.cli", "demo": "fastrms.demos.cli"}
+SUBCOMMANDS = {"bench": "fastrms.bench.cli", "demo": "fastrms.demos.cli", "warmup": "fastrms.warmup"}
 
 
 def backends_command(args):
@@ -31,7 +31,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        p = sub.add_parser(name, help=module.HELP,
+                           description=getattr(module, "DESCRIPTION", module.HELP))
         module.add_arguments(p)
         p.set_defaults(handler=module.run)
     text = "list the backends and whether they are usable here"
