@@ -10,7 +10,7 @@ from .functional import rmsprop_update
 from .optimizer import RMSprop
 from .state import RMSpropState
 from .threads import get_num_threads, set_num_threads
-from .warmup import warmup
+from .compile_ahead import warmup
 
 __all__ = [
     "FlatBuffer", "RMSprop", "RMSpropState", "backends", "clear_caches", "get_num_threads",

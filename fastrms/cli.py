@@ -1,7 +1,7 @@
 """The ``fastrms`` command: one argparse tree, ``fastrms {bench,demo,warmup,backends} ...``.
 
 Each subcommand's options and work live in its own module (``fastrms.bench.cli``,
-``fastrms.demos.cli``, ``fastrms.warmup``: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)``, ``run(args)``), imported
+``fastrms.demos.cli``, ``fastrms.compile_ahead``: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)``, ``run(args)``), imported
 when the parser is built, not when this module is: ``import fastrms.cli`` stays as cheap as
 ``import fastrms``. Numba, torch, CuPy and matplotlib load only when a run needs them.
 """
@@ -12,7 +12,7 @@ import sys
 
 from . import __version__
 
-SUBCOMMANDS = {"bench": "fastrms.bench.cli", "demo": "fastrms.demos.cli", "warmup": "fastrms.warmup"}
+SUBCOMMANDS = {"bench": "fastrms.bench.cli", "demo": "fastrms.demos.cli", "warmup": "fastrms.compile_ahead"}
 
 
 def backends_command(args):
