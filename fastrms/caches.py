@@ -27,7 +27,7 @@ CACHES = (
           "a backend installed after the first look: only clear_caches() sees it"),
     Cache("fastrms.dispatch", "_RESOLVED", "the backend module per (backend, place)",
           "as _LOADED, which it is derived from"),
-    Cache("fastrms._buffers", "cuda_arrays", "the imported fastrms.cuda.arrays", "never"),
+    Cache("fastrms.native", "cuda_arrays", "the imported fastrms.cuda.arrays", "never"),
     Cache("fastrms._spec", "_scalars", "a rule's scalars cast to a dtype (per step with bias "
           "correction)", "never: rules are frozen and the key holds rule, dtype and step"),
     Cache("fastrms.functional", "_rule", "the Rule of rmsprop_update's arguments",

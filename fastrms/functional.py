@@ -5,7 +5,8 @@ import functools
 import numpy as np
 
 from . import dispatch, validate
-from ._buffers import HOST, NAMES, Buffers, native
+from ._buffers import HOST, NAMES, Buffers
+from .native import native
 from ._spec import Rule
 from .threads import check_count
 

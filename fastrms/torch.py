@@ -38,7 +38,7 @@ import functools
 
 import torch
 
-from ._buffers import cuda_arrays
+from .native import cuda_arrays
 from ._spec import rule_for
 from .flat import FlatBuffer
 from .functional import apply
@@ -504,7 +504,7 @@ def _device_array(t):
     """A CuPy array over a CUDA tensor's own memory (complex as real pairs), on which fastrms
     launches on torch's current stream; the tensor itself where CuPy cannot load (the step's
     dispatch then says why it cannot run)."""
-    if t.device.type != "cuda":  # meta, xpu, mps...: refused, by name, by _buffers.native
+    if t.device.type != "cuda":  # meta, xpu, mps...: refused, by name, by fastrms.native
         return _real(t)
     try:
         arrays = cuda_arrays()

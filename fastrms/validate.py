@@ -11,7 +11,7 @@ import weakref
 
 import numpy as np
 
-from ._buffers import NAMES, cuda_arrays
+from ._buffers import NAMES
 
 GRAD = NAMES.index("grad")  # the one buffer that is read and never written
 
@@ -84,6 +84,20 @@ def check_lists(columns):
                             f"got {type(column).__name__}")
         if len(column) != n:
             raise ValueError(f"{len(column)} {NAMES[i]} buffers for {n} params")
+
+
+def refuse_tracked(tensor, name):
+    """Refuse, as torch does, an in-place update of a tensor that requires grad while grad mode
+    is on (an optimizer's step runs under ``torch.no_grad()``); grads are only read."""
+    import torch  # only torch tensors require grad
+
+    if name != "grad" and torch.is_grad_enabled():
+        what = "a leaf Variable" if tensor.is_leaf else "a tensor"
+        raise RuntimeError(
+            f"{name}: {what} that requires grad is being used in an in-place operation "
+            "(fastrms updates it in place); run the step under torch.no_grad(), as torch's "
+            "optimizers do"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,7 +191,7 @@ def _check_disjoint_set(arrays):
     # may_share_memory is exact here. grad is only read, but must not overlap a written buffer.
     present = [(n, a) for n, a in zip(NAMES, arrays) if a is not None]
     host = isinstance(arrays[0], np.ndarray)
-    may_share = np.may_share_memory if host else cuda_arrays().may_share_memory
+    may_share = np.may_share_memory if host else _byte_ranges_overlap
     for i, (name_i, a_i) in enumerate(present):
         for name_j, a_j in present[i + 1:]:
             if a_i is a_j or may_share(a_i, a_j):
@@ -186,6 +200,12 @@ def _check_disjoint_set(arrays):
         if len(_disjoint_sets) >= _DISJOINT_KEPT:
             _disjoint_sets.clear()
         _disjoint_sets[key] = tuple(None if a is None else weakref.ref(a) for a in arrays)
+
+
+def _byte_ranges_overlap(a, b):
+    """Whether two CuPy arrays' byte ranges overlap: exact for C-contiguous ones."""
+    a_start, b_start = a.data.ptr, b.data.ptr
+    return a_start < b_start + b.nbytes and b_start < a_start + a.nbytes
 
 
 _address_cache = {}  # id(array) -> (weakref, address, nbytes): reading an address costs ~1 µs
