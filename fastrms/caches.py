@@ -48,17 +48,18 @@ CACHES = (
           "(modes, parallel)", "as rmsprop_kernel"),
     Cache("fastrms.cpu.multi", "_chunks_of", "the parallel chunk table per list of sizes",
           "never: keyed by the sizes' bytes"),
-    Cache("fastrms.cuda.loader", "_plan", "a single-buffer launch (instance, grid, packed "
+    Cache("fastrms.cuda.plan", "_plan", "a single-buffer launch (instance, grid, packed "
           "arguments) per addresses, size, rule, step and device",
           "never: a moved buffer has a new address, a new key"),
-    Cache("fastrms.cuda.loader", "_multi_plan", "a multi-tensor launch per tables, rule, step",
+    Cache("fastrms.cuda.plan", "_multi_plan", "a multi-tensor launch per tables, rule, step",
           "never: keyed by the tables' bytes"),
-    Cache("fastrms.cuda.loader", "_multi_tables", "the tensor and chunk tables per addresses "
+    Cache("fastrms.cuda.plan", "_multi_tables", "the tensor and chunk tables per addresses "
           "and sizes", "never: keyed by their bytes"),
-    Cache("fastrms.cuda.loader", "source", "rmsprop.cu's text", "an edit of the installed "
-          "file: clear_caches() (CuPy hashes the text, so a new text recompiles)"),
-    Cache("fastrms.cuda.loader", "kernel", "a compiled kernel instance per device",
-          "as source"),
+    Cache("fastrms.cuda.loader", "source", "rmsprop.cu's text with the struct layout check "
+          "appended", "an edit of the installed file: clear_caches() (CuPy hashes the text, so a "
+          "new text recompiles)"),
+    Cache("fastrms.cuda.loader", "kernel", "a compiled kernel instance per device and compile "
+          "options (the step's, or the roofline's)", "as source"),
     Cache("fastrms.cuda.loader", "multiprocessors", "a device's multiprocessor count", "never"),
     Cache("fastrms.cuda.backend", "_DEVICE_TABLES", "the device copy of a multi-tensor launch's "
           "tables per (device, stream, tables)", "never: keyed by the tables' bytes; the "
