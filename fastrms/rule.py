@@ -30,12 +30,14 @@ may introduce a literal, which would silently promote float32 math to float64 in
 import numpy as np
 
 # Positions in the scalar tuple ``k`` (all of the compute dtype).
-LR, ALPHA, ONE_MINUS_ALPHA, EPS, WEIGHT_DECAY, MOMENTUM, LERP_WEIGHT, BIAS_CORRECTION = range(8)
-N_SCALARS = 8
+# As rmsprop.cu's enum Scalar: a new scalar is one name here and one there (before N_SCALARS),
+# plus its value in _spec._scalars and its use in the rule.
+(LR, ALPHA, ONE_MINUS_ALPHA, EPS, WEIGHT_DECAY, MOMENTUM, LERP_WEIGHT, BIAS_CORRECTION,
+ N_SCALARS) = range(9)
 
 # Positions in the mode tuple ``m`` (ints), and the values each mode takes.
-MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORRECTED, MOMENTUM_MODE = range(6)
-N_MODES = 6
+(MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORRECTED, MOMENTUM_MODE,
+ N_MODES) = range(7)
 
 WD_NONE, WD_COUPLED, WD_DECOUPLED = 0, 1, 2
 CENTERED_NONE, CENTERED_EMA, CENTERED_LERP_FROM_AVG, CENTERED_LERP_FROM_GRAD = 0, 1, 2, 3

@@ -13,7 +13,7 @@ from fastrms import validate  # noqa: E402
 from fastrms._buffers import Buffers  # noqa: E402
 from fastrms._spec import Rule  # noqa: E402
 from fastrms.cuda import arrays, backend  # noqa: E402
-from native import cases  # noqa: E402
+import cases  # noqa: E402
 
 BASE = 0x7F00_0000_0000  # a made-up device address
 

@@ -11,7 +11,7 @@ from fastrms._buffers import Buffers
 from fastrms._spec import Rule, rule_for
 from fastrms.functional import apply
 from conftest import require_cupy_device, require_torch_cuda
-from native import cases
+import cases
 
 pytestmark = pytest.mark.gpu
 STEPS = 7

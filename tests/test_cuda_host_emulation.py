@@ -13,7 +13,7 @@ from fastrms import reference
 from fastrms._buffers import Buffers
 from fastrms._spec import Rule
 from fastrms.cuda import plan
-from native import cases
+import cases
 
 STEPS = 7
 

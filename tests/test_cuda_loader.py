@@ -14,7 +14,7 @@ import fastrms
 from fastrms import rule as R
 from fastrms._spec import Rule
 from fastrms.cuda import loader, plan, rule_args
-from native import cases
+import cases
 
 F32, F64, F16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
 

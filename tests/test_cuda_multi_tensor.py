@@ -19,7 +19,7 @@ from fastrms import reference
 from fastrms._buffers import Buffers
 from fastrms._spec import Rule
 from fastrms.cuda import loader, plan
-from native import cases
+import cases
 
 F32 = np.dtype(np.float32)
 STEPS = 3

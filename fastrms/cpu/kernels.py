@@ -20,6 +20,7 @@ import functools
 import numba as nb
 from numba import types
 from numba.extending import overload
+from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from ..rule import N_SCALARS, rmsprop_element
 
@@ -54,13 +55,10 @@ def _store_impl(buf, i, value):
     return store
 
 
-assert N_SCALARS == 8, "update _scalar_tuple"
-
-
 @nb.njit(inline="always")
 def _scalar_tuple(k):
     """Array → tuple, read once before the loop so that the values stay in registers."""
-    return (k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7])
+    return to_fixed_tuple(k, N_SCALARS)
 
 
 @nb.njit(inline="always")
