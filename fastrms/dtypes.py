@@ -8,16 +8,17 @@ dtypes (by the module of their type); torch is imported only to name a torch dty
 that holds torch tensors, hence has torch imported already.
 """
 
-import functools
-
 import numpy as np
 
 KINDS = ("numpy", "cupy", "torch")
 
 
-@functools.cache
 def bfloat16_dtype():
-    """NumPy's bfloat16 dtype (from ml_dtypes), or None where ml_dtypes is not installed."""
+    """NumPy's bfloat16 dtype (from ml_dtypes), or None where ml_dtypes is not installed.
+
+    Not memoized: once imported, ml_dtypes is a lookup in ``sys.modules``, and an install after
+    the first look is seen.
+    """
     try:
         from ml_dtypes import bfloat16
     except ImportError:  # bfloat16 buffers are then not accepted
