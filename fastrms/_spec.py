@@ -1,23 +1,24 @@
 """Hyperparameters: one frozen, validated ``Rule``, and the library conventions that preset it.
 
-A ``Rule`` is the whole update rule of DESIGN.md §2 as data. It is validated once when built, and
+A ``Rule`` is the whole update rule of docs/design.md §2 as data. It is validated once when built, and
 turns itself into what kernels take: ``modes()`` (ints choosing the formula) and ``scalars(dtype,
 step)`` (every scalar cast once, on the host, to the kernel's compute dtype).
 """
 
 import functools
-import math
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from . import rule as R
+from . import validate
 from .dtypes import state_dtype
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Rule:
-    """The RMSProp rule. Field meanings follow ``fastrms.rmsprop_update``'s arguments."""
+    """The RMSProp rule, built with keywords. Field meanings follow ``fastrms.rmsprop_update``'s
+    arguments."""
 
     lr: float = 0.01
     alpha: float = 0.9
@@ -35,20 +36,7 @@ class Rule:
     initial_scale: float = 0.0
 
     def __post_init__(self):
-        for name in ("lr", "alpha", "eps", "momentum", "weight_decay", "initial_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-                raise TypeError(f"{name} must be a real number, got {value!r}")
-            if not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
-        if self.alpha > 1:
-            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha!r}")
-        if self.alpha == 1 and self.eps == 0:
-            raise ValueError("alpha=1 never updates square_avg; with eps=0 it divides by zero")
-        if self.nesterov and not self.lr_in_momentum:
-            raise ValueError("nesterov=True requires lr_in_momentum=True (optax's form)")
-        if self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov=True requires momentum > 0")
+        validate.check_hyperparameters(self)
         object.__setattr__(self, "_modes", self._compute_modes())
         object.__setattr__(self, "_hash", hash(tuple(getattr(self, f) for f in RULE_FIELDS)))
         object.__setattr__(self, "_state_dtypes", {})

@@ -1,7 +1,7 @@
-"""The ``fastrms`` command: one argparse tree, ``fastrms {bench,demo,backends} ...``.
+"""The ``fastrms`` command: one argparse tree, ``fastrms {bench,demo,warmup,backends} ...``.
 
 Each subcommand's options and work live in its own module (``fastrms.bench.cli``,
-``fastrms.demos.cli``: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)``, ``run(args)``), imported
+``fastrms.demos.cli``, ``fastrms.compile_ahead``: ``HELP``, ``DESCRIPTION``, ``add_arguments(parser)``, ``run(args)``), imported
 when the parser is built, not when this module is: ``import fastrms.cli`` stays as cheap as
 ``import fastrms``. Numba, torch, CuPy and matplotlib load only when a run needs them.
 """
@@ -10,7 +10,9 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = {"bench": "fastrms.bench.cli", "demo": "fastrms.demos.cli"}
+from . import __version__
+
+SUBCOMMANDS = {"bench": "fastrms.bench.cli", "demo": "fastrms.demos.cli", "warmup": "fastrms.compile_ahead"}
 
 
 def backends_command(args):
@@ -25,10 +27,12 @@ def backends_command(args):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="fastrms", description="Fused RMSProp update kernels: benchmark, demos, backends.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        p = sub.add_parser(name, help=module.HELP,
+                           description=getattr(module, "DESCRIPTION", module.HELP))
         module.add_arguments(p)
         p.set_defaults(handler=module.run)
     text = "list the backends and whether they are usable here"

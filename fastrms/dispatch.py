@@ -1,15 +1,44 @@
-"""The backend registry and the one place that routes a step to a backend.
+"""The backend registry, the backend contract, and the one place that routes a step to a backend.
 
-A backend is a module with ``PLACE`` ("host" or "cuda": where its arrays live), ``DTYPES`` (the
-param dtypes it takes), ``availability()`` (``None`` when usable here, else the reason) and
-``update(param, grad, square_avg, momentum_buffer, grad_avg, rule, step)``, which receives
-validated, flat-compatible native arrays (NumPy on the host, CuPy on a GPU). Backends are imported
-on first use only, so that ``import fastrms`` stays fast and never imports Numba or CuPy.
+A backend is a module that satisfies ``Backend`` below: it receives validated, flat-compatible
+native arrays (NumPy on the host, CuPy on a GPU) in a ``Buffers`` named tuple. Backends are
+imported on first use only, so that ``import fastrms`` stays fast and never imports Numba or CuPy.
 """
 
 import importlib
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What a backend module provides (``fastrms.reference``, ``fastrms.cpu.backend``,
+    ``fastrms.cuda.backend``)."""
+
+    NAME: str
+    PLACE: str  # where its arrays live: "host" or "cuda"
+    DTYPES: frozenset  # the param dtypes it takes (NumPy dtypes)
+
+    def availability(self) -> Optional[str]:
+        """None when usable here, else the reason it is not."""
+
+    def update(self, buffers: Any, rule: Any, step: Optional[int],
+               threads: Optional[int] = None) -> None:
+        """One in-place step over a validated ``fastrms._buffers.Buffers`` of native arrays.
+        ``threads``: the caller's CPU thread count (``fastrms.threads``), or None; backends that
+        use no CPU threads ignore it."""
+
+
+@runtime_checkable
+class MultiTensorBackend(Backend, Protocol):
+    """A backend that also updates a list of buffer sets in one call (optional: without it,
+    ``fastrms.functional.apply`` calls ``update`` per set)."""
+
+    def update_many(self, columns: Any, rule: Any, step: Optional[int], table: Any,
+                    sizes: Any, threads: Optional[int] = None) -> None:
+        """One step for every set of ``columns`` (a ``Buffers`` of lists of one dtype);
+        ``table``: int64 ``[n, 5]`` data addresses (0 where absent), ``sizes``: element counts."""
+
 
 _MODULES = {}  # name -> module path, in registration order
 _AUTO = {}  # place -> the backend ``backend="auto"`` picks there

@@ -12,8 +12,9 @@ class MatplotlibMissing(RuntimeError):
     """matplotlib cannot be imported; the message says how to install it."""
 
 
-def figure(size, dpi=DPI, layout="constrained"):
-    """A new ``Figure`` of ``size`` inches at ``dpi``, on its own Agg canvas."""
+def require():
+    """matplotlib's ``Figure`` and ``FigureCanvasAgg``; ``MatplotlibMissing`` where they cannot be
+    imported (call it before a long computation whose figure would otherwise fail at the end)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -21,6 +22,12 @@ def figure(size, dpi=DPI, layout="constrained"):
         raise MatplotlibMissing(
             f"figures need matplotlib ({exc}); install it with: pip install 'fastrms[plots]'"
         ) from None
+    return Figure, FigureCanvasAgg
+
+
+def figure(size, dpi=DPI, layout="constrained"):
+    """A new ``Figure`` of ``size`` inches at ``dpi``, on its own Agg canvas."""
+    Figure, FigureCanvasAgg = require()
     fig = Figure(figsize=size, dpi=dpi, layout=layout)
     FigureCanvasAgg(fig)
     return fig

@@ -41,8 +41,9 @@ def evaluate(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None,
     return (x, s, b if momentum_buffer is not None else None, a if grad_avg is not None else None)
 
 
-def update(buffers, rule, step):
-    """One in-place step on host arrays (a validated ``Buffers``; see ``fastrms.dispatch``)."""
+def update(buffers, rule, step, threads=None):
+    """One in-place step on host arrays (a validated ``Buffers``; see ``fastrms.dispatch``).
+    ``threads`` is ignored: NumPy's own operations run as they do."""
     results = evaluate(rule, *buffers, step=step)
     for buf, new in zip((buffers.param, buffers.square_avg, buffers.momentum_buffer,
                          buffers.grad_avg), results):

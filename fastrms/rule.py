@@ -1,6 +1,6 @@
 """The RMSProp update rule, once, for one element or for whole arrays.
 
-This function *is* the spec (DESIGN.md §2). It uses only ``+ - * /`` and ``sqrt`` on values of one
+This function *is* the spec (docs/design.md §2). It uses only ``+ - * /`` and ``sqrt`` on values of one
 dtype, each rounded once, so the NumPy reference (whole arrays) and the Numba kernel (one element
 at a time, inlined into a loop) evaluate exactly the same operations in the same order and agree
 bit for bit. The CUDA kernel (``fastrms/cuda/rmsprop.cu``) spells the same lines in C++.

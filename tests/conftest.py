@@ -16,9 +16,9 @@ def skip_or_fail(reason):
 
 def require_cupy_device():
     """Skip, with the reason, unless the cupy backend is usable (CuPy installed, a device seen)."""
-    import fastrms
+    from fastrms.dispatch import backend_info
 
-    cupy = {b.name: b for b in fastrms.backends()}["cupy"]
+    cupy = backend_info("cupy")
     if not cupy.usable:
         pytest.skip(f"cupy backend not usable here: {cupy.reason}")
 

@@ -162,3 +162,44 @@ def test_list_call_rechecks_overlap_when_only_the_itemsize_changed():
     with pytest.raises(ValueError, match="overlap"):
         fastrms.rmsprop_update([raw[0:32]], [grads], [raw[16:48]])
     np.testing.assert_array_equal(raw, before)
+
+
+@pytest.mark.parametrize("missing", ["param", "grad", "square_avg"])
+def test_none_for_a_required_buffer_is_a_clear_type_error(missing):
+    b = buffers()
+    b[missing] = None
+    assert_refused(f"{missing} is None", b, exc=TypeError)
+
+
+@pytest.mark.parametrize("missing", ["grad", "square_avg", "momentum_buffer"])
+def test_none_in_a_list_is_a_clear_type_error(missing):
+    b = buffers(momentum=True)
+    lists = {k: [v, v.copy()] for k, v in b.items()}
+    lists[missing] = [lists[missing][0], None] if missing != "grad" else None
+    before = [a.copy() for k in ("param", "square_avg") for a in lists[k] if a is not None]
+    with pytest.raises(TypeError, match=f"{missing}(\\[1\\])? is None"):
+        fastrms.rmsprop_update(lists["param"], lists["grad"], lists["square_avg"], momentum=0.9,
+                               momentum_buffer=lists["momentum_buffer"])
+    after = [a for k in ("param", "square_avg") for a in lists[k] if a is not None]
+    for x, y in zip(before, after):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_leaf_requiring_grad_is_refused_under_grad_mode_as_torch_does():
+    torch = pytest.importorskip("torch")
+    p = torch.ones(8, requires_grad=True)
+    g, s = torch.full((8,), 0.5), torch.zeros(8)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        p.add_(1.0)  # torch's own refusal, which fastrms mirrors
+    with pytest.raises(RuntimeError, match="param: a leaf Variable that requires grad .* in-place"):
+        fastrms.rmsprop_update(p, g, s)
+    assert torch.equal(p.detach(), torch.ones(8)) and torch.equal(s, torch.zeros(8))
+    with pytest.raises(RuntimeError, match="param\\[0\\]: param: a leaf Variable"):
+        fastrms.rmsprop_update([p], [g], [s])
+    with torch.no_grad():  # an optimizer's step: allowed, and in place
+        fastrms.rmsprop_update(p, g, s)
+    assert (p.detach() < 1).all()
+    grad_tracked = torch.full((8,), 0.5, requires_grad=True)  # grads are only read
+    with torch.no_grad():
+        fastrms.rmsprop_update(torch.ones(8), grad_tracked, torch.zeros(8))
+    fastrms.rmsprop_update(torch.ones(8), grad_tracked, torch.zeros(8))

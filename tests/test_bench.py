@@ -15,7 +15,8 @@ from fastrms.cli import main
 from fastrms.dispatch import backend_info
 
 SCHEMA = {"backend", "device", "variant", "dtype", "n", "median_s", "gbps", "roofline_fraction",
-          "speedup_vs_torch", "speedup_vs_numpy", "skipped"}
+          "speedup_vs_torch", "speedup_vs_numpy", "skipped", "bytes_touched", "cache_bytes",
+          "cache_resident"}
 
 
 @pytest.mark.parametrize(
@@ -128,7 +129,10 @@ def test_table_has_one_line_per_measured_row(tiny_rows):
     lines = report.table(tiny_rows).splitlines()
     measured = [r for r in tiny_rows if r["skipped"] is None]
     assert lines[0].split()[:3] == ["backend", "device", "variant"]
-    assert len([ln for ln in lines[2:] if not ln.startswith("skipped")]) == len(measured)
+    rows = [ln for ln in lines[2:] if not ln.startswith(("skipped ", "* ", "! "))]
+    assert len(rows) == len(measured)
+    legend = report.legend(tiny_rows)  # under the table, before the skipped backends
+    assert lines[2 + len(rows):2 + len(rows) + len(legend)] == legend
 
 
 def test_json_round_trip_and_compare(tiny_rows, tmp_path):
@@ -192,14 +196,6 @@ def test_progress_bar_on_a_terminal_counts_rows():
         show(done, 4, f"plain n={done}")
     text = stream.getvalue()
     assert "0/4" in text and "4/4" in text and "plain n=4" in text and text.endswith("\n")
-
-
-def test_cli_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(SystemExit, match=r"pip install 'fastrms\[plots\]', or run without --plot"):
-        main(["bench", "--sizes", "2^6", "--variants", "plain", "--backends", "numpy",
-              "--repeat", "1", "--plot", str(tmp_path / "r.png")])
-    assert "numpy" in capsys.readouterr().out  # the table came first
 
 
 def test_top_level_help_and_errors(capsys):

@@ -9,7 +9,8 @@ import pytest
 
 cupy = pytest.importorskip("cupy")
 
-from fastrms import _buffers  # noqa: E402
+from fastrms import validate  # noqa: E402
+from fastrms._buffers import Buffers  # noqa: E402
 from fastrms._spec import Rule  # noqa: E402
 from fastrms.cuda import arrays, backend  # noqa: E402
 from native import cases  # noqa: E402
@@ -80,22 +81,28 @@ def test_torch_arrays_keep_their_type_through_views():
 
 def test_may_share_memory_is_byte_range_overlap():
     a = fake(0, 10)  # bytes [0, 40)
-    assert arrays.may_share_memory(a, fake(36, 10))
-    assert not arrays.may_share_memory(a, fake(40, 10))
-    assert arrays.may_share_memory(fake(8, 2), a)
+    assert validate._byte_ranges_overlap(a, fake(36, 10))
+    assert not validate._byte_ranges_overlap(a, fake(40, 10))
+    assert validate._byte_ranges_overlap(fake(8, 2), a)
+
+
+def check_single(backend, rule, arrays):
+    """fastrms.validate's checks of one buffer set (a list of one)."""
+    columns = Buffers(*(None if a is None else [a] for a in arrays))
+    validate.check_buffers(backend, rule, columns, listed=False)
 
 
 def test_checks_accept_cupy_buffers_and_refuse_overlap_and_wrong_dtypes():
     rule = Rule(momentum=0.9)
     good = [fake(0, 100), fake(400, 100), fake(800, 100), fake(1200, 100), None]
-    _buffers.check(backend, rule, good)  # CuPy arrays have no writeable flag: no AttributeError
+    check_single(backend, rule, good)  # CuPy arrays have no writeable flag: no AttributeError
     overlapping = [fake(0, 100), fake(400, 100), fake(796, 100), fake(1200, 100), None]
     with pytest.raises(ValueError, match="grad and square_avg overlap"):
-        _buffers.check(backend, rule, overlapping)
+        check_single(backend, rule, overlapping)
     half_state = [fake(0, 100, np.float16), fake(200, 100, np.float16), fake(400, 100, np.float16),
                   fake(800, 100, np.float16), None]
     with pytest.raises(TypeError, match="square_avg has dtype float16, expected float32"):
-        _buffers.check(backend, rule, half_state)
+        check_single(backend, rule, half_state)
     with pytest.raises(TypeError, match="does not support"):
-        _buffers.check(backend, Rule(), [fake(0, 4, np.int32), fake(16, 4, np.int32),
+        check_single(backend, Rule(), [fake(0, 4, np.int32), fake(16, 4, np.int32),
                                          fake(32, 4, np.int32), None, None])

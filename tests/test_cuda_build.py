@@ -1,13 +1,18 @@
 """nvcc builds rmsprop.cu for sm_75/80/90 with every instance of both kernels (single buffer and
 multi-tensor), no spills, no warnings, at most 64 registers a thread (4 resident blocks of 256), and
-the float32 kernels use 128-bit loads and stores (CMakeLists.txt; DESIGN.md §5.1)."""
+the float32 kernels use 128-bit loads and stores (CMakeLists.txt; docs/design.md §5.1). It builds
+the source CuPy compiles, whose RuleArgs layout check stops nvcc when the struct disagrees with
+the NumPy dtype the launches pack."""
 
 import re
 import subprocess
+from importlib import resources
 
+import numpy as np
 import pytest
 
 from conftest import skip_or_fail
+from fastrms.cuda import loader, rule_args
 from native import toolchain
 
 
@@ -32,7 +37,7 @@ def test_every_instance_builds_for_every_arch_without_spills(device_build):
         assert {arch for _, arch in entries} == {"sm_75", "sm_80", "sm_90"}
         assert len(entries) == 96
         assert sum("rmsprop_multi_kernel" in name for name, _ in entries) == 48
-        # loader.BLOCKS_PER_SM = 4 blocks of 256 threads share 64K registers.
+        # plan.BLOCKS_PER_SM = 4 blocks of 256 threads share 64K registers.
         registers = [int(r) for r in re.findall(r"Used (\d+) registers", device_build)]
         assert len(registers) == 96 and max(registers) <= 64
 
@@ -74,3 +79,26 @@ def test_ptx_check_rejects_scalar_only_kernels(tmp_path):
         capture_output=True, text=True)
     assert result.returncode != 0
     assert "has no 128-bit global load" in result.stderr
+
+
+def test_the_build_compiles_the_source_cupy_compiles(device_build):
+    """rmsprop_source.cu, written by the build: rmsprop.cu and its RuleArgs layout check."""
+    assert (toolchain.BUILD_DIR / "rmsprop_source.cu").read_text(encoding="utf-8") == \
+        loader.source()
+
+
+def test_a_rule_args_layout_that_disagrees_fails_the_nvcc_build(tmp_path):
+    """The layout check generated from a NumPy dtype with the fields swapped stops nvcc (host and
+    device passes: the host compiler checks the same layout)."""
+    if toolchain.missing_tools():
+        skip_or_fail(f"the nvcc layout check {toolchain.missing_tools()}")
+    kernels = resources.files("fastrms.cuda").joinpath("rmsprop.cu").read_text(encoding="utf-8")
+    swapped = rule_args.struct_dtype(np.float32, rule_args.FIELDS[::-1])
+    source = tmp_path / "wrong_layout.cu"
+    source.write_text(kernels + rule_args.layout_check({np.dtype(np.float32): swapped}))
+    result = subprocess.run(["nvcc", *loader.OPTIONS, "-arch=sm_75", "-c", str(source), "-o",
+                             str(tmp_path / "wrong_layout.o")],
+                            capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "static assertion failed" in result.stdout + result.stderr
+    assert "fastrms::RuleArgs<float>::k: offset" in result.stdout + result.stderr

@@ -172,8 +172,8 @@ def count_launches(cp, monkeypatch):
 
     launched, real = [], loader.kernel
 
-    def kernel(device, name, same_traffic=False):
-        compiled = real(device, name, same_traffic)
+    def kernel(device, name, options=loader.OPTIONS):
+        compiled = real(device, name, options)
 
         def launch(*args):
             launched.append(name)
@@ -206,7 +206,7 @@ def _list_steps(cp, rule, dtype, rng, update, steps=3):
 
 @pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
 def test_lists_through_rmsprop_update_equal_reference_in_one_launch(cp, dtype, count_launches):
-    from fastrms.cuda import loader
+    from fastrms.cuda import plan
 
     rng = np.random.default_rng(3)
     kwargs = dict(lr=0.01, alpha=0.9, eps=1e-6, momentum=0.8, centered=True, weight_decay=0.05,
@@ -217,7 +217,7 @@ def test_lists_through_rmsprop_update_equal_reference_in_one_launch(cp, dtype, c
         del count_launches[:]
         fastrms.rmsprop_update(device[0], grads, device[1], momentum_buffer=device[2],
                                grad_avg=device[3], step=t, **kwargs)
-        assert count_launches == [loader.multi_kernel_name(dtype, True, True)]
+        assert count_launches == [plan.multi_kernel_name(dtype, True, True)]
 
     _list_steps(cp, rule, dtype, rng, update)
 

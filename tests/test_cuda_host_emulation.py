@@ -1,6 +1,6 @@
 """rmsprop.cu, run on the CPU (tests/native/cuda_host.h), equals the NumPy reference bit for bit.
 
-The kernel is launched exactly as the cupy backend launches it (``fastrms.cuda.loader.plan``),
+The kernel is launched exactly as the cupy backend launches it (``fastrms.cuda.plan.plan``),
 with a small grid (2 "multiprocessors") so that the grid-stride loops go round many times.
 Every dtype x every one of the 384 mode combinations at sizes 0, 1, 3 and 4097 and at unaligned
 offsets; six rules covering every mode value and every set of state buffers at 2^20 + 3.
@@ -12,7 +12,7 @@ import pytest
 from fastrms import reference
 from fastrms._buffers import Buffers
 from fastrms._spec import Rule
-from fastrms.cuda import loader
+from fastrms.cuda import plan
 from native import cases
 
 STEPS = 7
@@ -65,7 +65,7 @@ def test_unaligned_views_equal_reference(host_kernels, dtype, layout):
         if layout == "mixed":
             assert (vec_begin, vec_end) == (end, end)  # the scalar path did all the work
         else:
-            assert 0 < vec_begin < loader.vector_width(dtype) and vec_end > vec_begin
+            assert 0 < vec_begin < plan.vector_width(dtype) and vec_end > vec_begin
 
 
 @pytest.mark.slow
@@ -100,7 +100,7 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
 
     buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
     addresses = tuple(b.ctypes.data - begin * b.itemsize for b in buffers)  # element 0: untouched
-    launch = loader.plan(dtype, addresses, begin + n, rule, None, 2, begin=begin)
+    launch = plan.plan(dtype, addresses, begin + n, rule, None, 2, begin=begin)
     assert launch.args[5] == begin and launch.args[8] == begin + n
     host_kernels.launch(launch)
     for got, ref in zip((param, square_avg, momentum_buffer, grad_avg), want):

@@ -1,5 +1,8 @@
-"""The CUDA launcher's pure functions (fastrms.cuda.loader), and the backend's availability."""
+"""The CUDA launcher's pure functions (fastrms.cuda.plan: single-buffer and multi-tensor plans),
+the kernels' RuleArgs struct (fastrms.cuda.rule_args) as CuPy passes it, the source the loader
+compiles, and the backend's availability."""
 
+import ctypes
 import re
 import subprocess
 import sys
@@ -10,83 +13,128 @@ import pytest
 import fastrms
 from fastrms import rule as R
 from fastrms._spec import Rule
-from fastrms.cuda import loader
+from fastrms.cuda import loader, plan, rule_args
 from native import cases
 
 F32, F64, F16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
 
 
 def test_instance_names():
-    names = loader.all_kernel_names()
+    names = plan.all_kernel_names()
     assert len(set(names)) == 16
-    assert loader.kernel_name(F16, True, False) == "fastrms::rmsprop_kernel<__half, true, false>"
-    assert loader.kernel_name(F32, False, True) == "fastrms::rmsprop_kernel<float, false, true>"
+    assert plan.kernel_name(F16, True, False) == "fastrms::rmsprop_kernel<__half, true, false>"
+    assert plan.kernel_name(F32, False, True) == "fastrms::rmsprop_kernel<float, false, true>"
     if cases.bfloat16 is not None:
         assert "fastrms::rmsprop_kernel<__nv_bfloat16, true, true>" in names
 
 
 def test_compute_dtype_and_vector_width():
     for dtype in cases.PARAM_DTYPES:
-        assert loader.compute_dtype(dtype) == Rule().state_dtype(dtype)
-        assert loader.vector_width(dtype) * dtype.itemsize == 16
+        assert plan.compute_dtype(dtype) == Rule().state_dtype(dtype)
+        assert plan.vector_width(dtype) * dtype.itemsize == 16
     with pytest.raises(KeyError):
-        loader.kernel_name(np.dtype(np.int32), False, False)
+        plan.kernel_name(np.dtype(np.int32), False, False)
 
 
 def test_vector_span_aligned_buffers_vectorize_whole_vectors():
-    assert loader.vector_span([4096, 8192], [4, 4], 0, 10, 4) == (0, 8)
-    assert loader.vector_span([4096, 8192], [4, 4], 0, 3, 4) == (0, 0)  # too short: tail only
+    assert plan.vector_span([4096, 8192], [4, 4], 0, 10, 4) == (0, 8)
+    assert plan.vector_span([4096, 8192], [4, 4], 0, 3, 4) == (0, 0)  # too short: tail only
 
 
 def test_vector_span_common_misalignment_takes_a_scalar_head():
     # float16 params at +2 bytes, float32 state at +4 bytes: both aligned 7 elements later.
-    assert loader.vector_span([4098, 8196], [2, 4], 0, 100, 8) == (7, 7 + 88)
-    assert loader.vector_span([4096 - 4 * 5], [4], 5, 9, 4) == (5, 9)  # begin counts too
+    assert plan.vector_span([4098, 8196], [2, 4], 0, 100, 8) == (7, 7 + 88)
+    assert plan.vector_span([4096 - 4 * 5], [4], 5, 9, 4) == (5, 9)  # begin counts too
 
 
 def test_vector_span_mismatched_misalignment_goes_all_scalar():
-    assert loader.vector_span([4096, 4100], [4, 4], 0, 1000, 4) == (1000, 1000)
-    assert loader.vector_span([4096, 4097], [1, 1], 0, 0, 16) == (0, 0)
+    assert plan.vector_span([4096, 4100], [4, 4], 0, 1000, 4) == (1000, 1000)
+    assert plan.vector_span([4096, 4097], [1, 1], 0, 0, 16) == (0, 0)
 
 
 def test_launch_config():
-    assert loader.launch_config(1, 4, 132) == (1, 256)
-    assert loader.launch_config(1024, 4, 132) == (1, 256)
-    assert loader.launch_config(1025, 4, 132) == (2, 256)
-    assert loader.launch_config(10**9, 4, 132) == (4 * 132, 256)  # capped: grid-stride does the rest
-    assert loader.launch_config(2**34, 2, 1) == (4, 256)
+    assert plan.launch_config(1, 4, 132) == (1, 256)
+    assert plan.launch_config(1024, 4, 132) == (1, 256)
+    assert plan.launch_config(1025, 4, 132) == (2, 256)
+    assert plan.launch_config(10**9, 4, 132) == (4 * 132, 256)  # capped: grid-stride does the rest
+    assert plan.launch_config(2**34, 2, 1) == (4, 256)
+
+
+def test_rule_args_is_one_c_struct_of_the_rules_scalars_and_modes():
+    """RuleArgs<T> as NumPy lays it out with C's rules (align=True): T k[8], then int m[6]."""
+    f32, f64 = (rule_args.DTYPES[np.dtype(t)] for t in (np.float32, np.float64))
+    assert f32.names == f64.names == tuple(name for name, _, _ in rule_args.FIELDS) == ("k", "m")
+    assert f32.fields["k"][0] == np.dtype((np.float32, (R.N_SCALARS,))) and f32.fields["k"][1] == 0
+    assert f32.fields["m"][0] == np.dtype((np.int32, (R.N_MODES,))) and f32.fields["m"][1] == 32
+    assert (f32.itemsize, f32.alignment) == (56, 4)
+    assert f64.fields["m"][1] == 64 and (f64.itemsize, f64.alignment) == (88, 8)
+    assert f64.isalignedstruct
 
 
 def test_kernel_args_are_typed_as_the_kernel_parameters():
+    """Five pointers, four long longs, then RuleArgs<T> as one NumPy array of size one."""
     rule = Rule(momentum=0.9, centered=True, bias_correction=True)
     for dtype in cases.PARAM_DTYPES:
-        compute = loader.compute_dtype(dtype)
+        compute = plan.compute_dtype(dtype)
         scalars = rule.scalars(compute, 3)
-        args = loader.kernel_args([1, 2, 3, 0, 5], 0, 2, 10, 11, scalars, rule.modes(), dtype)
-        assert [type(a) for a in args] == (
-            [np.uint64] * 5 + [np.int64] * 4 + [compute.type] * 8 + [np.int32] * 6)
+        packed = rule_args.pack(scalars, rule.modes(), compute)
+        args = plan.kernel_args([1, 2, 3, 0, 5], 0, 2, 10, 11, packed)
+        assert [type(a) for a in args] == [np.uint64] * 5 + [np.int64] * 4 + [np.ndarray]
         assert [int(a) for a in args[:9]] == [1, 2, 3, 0, 5, 0, 2, 10, 11]
-        assert list(args[9:17]) == list(scalars)  # cast once on the host, unchanged here
-        assert tuple(int(m) for m in args[17:]) == rule.modes()
+        assert args[9] is packed and packed.shape == (1,) and not packed.flags.writeable
+        assert packed.dtype == rule_args.DTYPES[compute]
+        assert packed["k"].tobytes() == np.array(scalars, compute).tobytes()  # cast once, unchanged
+        assert tuple(packed["m"][0]) == rule.modes()
     with pytest.raises(ValueError):
-        loader.kernel_args([1, 2, 3], 0, 0, 0, 1, scalars, rule.modes(), F32)
+        plan.kernel_args([1, 2, 3], 0, 0, 0, 1, packed)
+    with pytest.raises(ValueError):
+        rule_args.pack(scalars[:1], rule.modes(), F32)  # would broadcast, silently
+
+
+def test_rule_args_reach_the_driver_as_cupy_passes_them():
+    """CuPy points cuLaunchKernel at a NumPy array's own data (CNumpyArray) and at a copy of a
+    NumPy scalar's value (CScalar); the host emulation points at the same bytes."""
+    function = pytest.importorskip("cupy.cuda.function")
+    scalar = pytest.importorskip("cupy._core._scalar")
+    from native.emulation import argument_bytes
+
+    launch = plan.plan(F64, (4096, 8192, 12288, None, None), 10, Rule(lr=0.5), None, 1)
+    packed = launch.args[-1]
+    address, _ = argument_bytes(packed)
+    assert function.CNumpyArray(packed).ptr == address == packed.ctypes.data
+    assert ctypes.string_at(address, packed.nbytes) == packed.tobytes()
+    for arg in launch.args[:-1]:
+        address, alive = argument_bytes(arg)
+        cupys = scalar.CScalar(arg)
+        assert ctypes.string_at(cupys.ptr, 8) == ctypes.string_at(address, 8) == arg.tobytes()
+
+
+def test_layout_check_states_the_numpy_layout_in_cxx():
+    check = rule_args.layout_check()
+    for cxx, size, m_offset in (("float", 56, 32), ("double", 88, 64)):
+        struct = f"fastrms::RuleArgs<{cxx}>"
+        assert f"static_assert(sizeof({struct}) == {size}," in check
+        assert f"static_assert(__builtin_offsetof({struct}, m) == {m_offset}," in check
+        assert f"same<decltype({struct}::k), {cxx}[{R.N_SCALARS}]>" in check
+        assert f"same<decltype({struct}::m), int[{R.N_MODES}]>" in check
+    assert loader.source().endswith(check)  # what CuPy compiles checks the layout too
 
 
 def test_plan_names_the_instance_from_the_buffers_present():
     rule = Rule(momentum=0.9)
-    launch = loader.plan(F32, (4096, 8192, 12288, 16384, None), 1000, rule, None, 132)
-    assert launch.name == loader.kernel_name(F32, True, False)
+    launch = plan.plan(F32, (4096, 8192, 12288, 16384, None), 1000, rule, None, 132)
+    assert launch.name == plan.kernel_name(F32, True, False)
     assert (launch.grid, launch.block) == (1, 256)
     assert [int(a) for a in launch.args[:9]] == [4096, 8192, 12288, 16384, 0, 0, 0, 1000, 1000]
-    half = loader.plan(F16, (4098, 8194, 12292, None, None), 1000, Rule(), None, 132)
+    half = plan.plan(F16, (4098, 8194, 12292, None, None), 1000, Rule(), None, 132)
     assert [int(a) for a in half.args[5:9]] == [0, 7, 7 + 992, 1000]
-    assert half.args[9].dtype == np.float32
+    assert half.args[9]["k"].dtype == np.float32
 
 
 def test_bias_correction_scalar_follows_the_step():
     rule = Rule(bias_correction=True, alpha=0.9)
-    k1 = loader.plan(F32, (0, 0, 0, None, None), 4, rule, 1, 1).args[9 + R.BIAS_CORRECTION]
-    k2 = loader.plan(F32, (0, 0, 0, None, None), 4, rule, 2, 1).args[9 + R.BIAS_CORRECTION]
+    k1 = plan.plan(F32, (0, 0, 0, None, None), 4, rule, 1, 1).args[9]["k"][0, R.BIAS_CORRECTION]
+    k2 = plan.plan(F32, (0, 0, 0, None, None), 4, rule, 2, 1).args[9]["k"][0, R.BIAS_CORRECTION]
     assert k1 == np.float32(1 - 0.9) and k2 == np.float32(1 - 0.9**2)
 
 
@@ -108,7 +156,7 @@ def test_source_is_self_contained_and_numbers_modes_as_rule_py():
             if not name.startswith("N_"):
                 assert getattr(R, name) == i, name
     assert "__launch_bounds__(BLOCK)" in source
-    assert f"constexpr int BLOCK = {loader.BLOCK};" in source
+    assert f"constexpr int BLOCK = {plan.BLOCK};" in source
 
 
 def test_import_fastrms_does_not_import_cupy():
@@ -118,7 +166,7 @@ def test_import_fastrms_does_not_import_cupy():
 
 
 def test_backends_reports_why_cupy_is_not_usable():
-    info = {b.name: b for b in fastrms.backends()}["cupy"]
+    info = fastrms.dispatch.backend_info("cupy")
     assert info.place in ("cuda", "?")
     if info.usable:
         pytest.skip("CuPy sees a CUDA device here")
@@ -127,8 +175,101 @@ def test_backends_reports_why_cupy_is_not_usable():
 
 def test_plan_is_memoized_across_steps_unless_bias_corrected():
     addresses = (4096, 8192, 12288, None, None)
-    assert loader.plan(F32, addresses, 100, Rule(), 1, 132) is loader.plan(F32, addresses, 100,
+    assert plan.plan(F32, addresses, 100, Rule(), 1, 132) is plan.plan(F32, addresses, 100,
                                                                               Rule(), 2, 132)
     biased = Rule(bias_correction=True)
-    assert loader.plan(F32, addresses, 100, biased, 1, 132) != loader.plan(F32, addresses, 100,
+    assert plan.plan(F32, addresses, 100, biased, 1, 132) != plan.plan(F32, addresses, 100,
                                                                              biased, 2, 132)
+
+
+# ---------------------------------------------------------------------------------------------
+# The multi-tensor planner (plan.multi_plan and its parts).
+
+def test_multi_instance_names():
+    names = plan.all_multi_kernel_names()
+    assert len(set(names)) == 16 and not set(names) & set(plan.all_kernel_names())
+    assert plan.multi_kernel_name(F16, True, False) == \
+        "fastrms::rmsprop_multi_kernel<__half, true, false>"
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_vector_spans_agree_with_vector_span(dtype):
+    rng = np.random.default_rng(0)
+    state = plan.compute_dtype(dtype)
+    n = 400
+    pages = 4096 * rng.integers(1, 100, (n, 5))
+    misalign = np.concatenate([rng.integers(0, 8, (n, 2)) * dtype.itemsize,
+                               rng.integers(0, 4, (n, 3)) * state.itemsize], axis=1)
+    table = pages + misalign
+    table[rng.random(n) < 0.5, 3] = 0  # absent buffers
+    sizes = rng.choice([0, 1, 3, 5, 9, 100], n)
+    vec_begins, vec_ends = plan.vector_spans(table, sizes, dtype)
+    for row, size, vb, ve in zip(table, sizes, vec_begins, vec_ends):
+        present = [(a, dtype.itemsize if i < 2 else state.itemsize) for i, a in enumerate(row) if a]
+        want = plan.vector_span([a for a, _ in present], [s for _, s in present], 0, size,
+                                  plan.vector_width(dtype))
+        assert (vb, ve) == want, (row, size)
+    assert (vec_begins < sizes).any() and (vec_begins == sizes).any()  # both kinds occurred
+
+
+def test_chunks_tile_each_tensor_with_aligned_whole_vector_spans():
+    sizes = np.array([0, 1, 3, 4097, 5000, 2048, 7])
+    vec_begins = np.array([0, 1, 0, 3, 5000, 0, 2])  # 5000: unaligned, all scalar
+    vec_ends = np.array([0, 1, 0, 4095, 5000, 2048, 6])
+    chunks = plan.chunk_table(sizes, vec_begins, vec_ends, chunk=1024, begins=None)
+    assert chunks.dtype == np.int64 and chunks.shape[1] == plan.CHUNK_FIELDS
+    for j, (n, vb, ve) in enumerate(zip(sizes, vec_begins, vec_ends)):
+        mine = chunks[chunks[:, 0] == j]
+        if n == 0:
+            assert len(mine) == 0
+            continue
+        begin, vec_begin, vec_end, end = mine[:, 1], mine[:, 2], mine[:, 3], mine[:, 4]
+        assert begin[0] == 0 and end[-1] == n and (begin[1:] == end[:-1]).all()  # a tiling
+        assert (begin <= vec_begin).all() and (vec_begin <= vec_end).all() and (vec_end <= end).all()
+        assert ((vec_end - vec_begin) % 4 == 0).all() and ((vec_begin - vb) % 4 == 0).all()
+        assert (vec_end - vec_begin).sum() == ve - vb  # every vector element stays a vector
+        assert (end - begin).max() <= 1024 + 4
+    assert len(chunks[chunks[:, 0] == 4]) == 5  # an unaligned tensor is still cut up
+
+
+def test_chunk_size_must_keep_vectors_whole():
+    for bad in (0, 1000, 2**31):
+        with pytest.raises(ValueError, match="multiple of 16"):
+            plan.chunk_table([10], [0], [8], chunk=bad)
+
+
+def test_multi_launch_config():
+    assert plan.multi_launch_config(1, 132) == (1, 256)
+    assert plan.multi_launch_config(100, 132) == (100, 256)
+    assert plan.multi_launch_config(10**6, 132) == (4 * 132, 256)  # one wave; blocks loop
+
+
+def test_multi_kernel_args_are_typed_as_the_kernel_parameters():
+    """Two pointers, a long long, then the plan's RuleArgs<T> (one NumPy array of size one)."""
+    rule = Rule(momentum=0.9)
+    table = np.array([[4096, 8192, 12288, 16384, 0]], np.int64)
+    for dtype, compute in ((F32, np.float32), (F64, np.float64), (F16, np.float32)):
+        launch = plan.multi_plan(dtype, table, [100], rule, None, 132)
+        args = plan.multi_kernel_args(4096, 3, 7, launch.rule_args)
+        assert [type(a) for a in args] == [np.uint64, np.uint64, np.int64, np.ndarray]
+        assert args[:3] == (4096, 4096 + 3 * 5 * 8, 7)  # the chunk table follows the tensor table
+        assert args[3].dtype == rule_args.DTYPES[np.dtype(compute)] and args[3].shape == (1,)
+        scalars = rule.scalars(np.dtype(compute), None)
+        assert args[3]["k"].tobytes() == np.array(scalars, compute).tobytes()
+        assert tuple(args[3]["m"][0]) == rule.modes()
+
+
+def test_multi_plan_layout_and_memo():
+    table = np.array([[4096, 8192, 12288, 0, 0], [16384, 20480, 24576, 0, 0]], np.int64)
+    sizes = np.array([5000, 0], np.int64)
+    launch = plan.multi_plan(F32, table, sizes, Rule(), 1, 132)
+    assert launch.name == plan.multi_kernel_name(F32, False, False)
+    assert (launch.descriptors[:10] == table.ravel()).all()
+    assert launch.n_tensors == 2 and launch.n_chunks == 1 and launch.grid == 1
+    assert list(launch.descriptors[10:]) == [0, 0, 0, 5000, 5000]
+    assert plan.multi_plan(F32, table.copy(), sizes.copy(), Rule(), 2, 132) is launch  # no bias
+    biased = Rule(bias_correction=True)
+    first, second = (plan.multi_plan(F32, table, sizes, biased, t, 132) for t in (1, 2))
+    assert first.rule_args.tobytes() != second.rule_args.tobytes()  # the step's scalars
+    assert first.descriptors is second.descriptors
+    assert plan.multi_plan(F32, table, np.zeros(2, np.int64), Rule(), 1, 132) is None

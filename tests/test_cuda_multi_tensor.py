@@ -1,7 +1,8 @@
 """The GPU multi-tensor path without a GPU: ``rmsprop_multi_kernel`` (rmsprop.cu) run on the CPU
 (tests/native/cuda_host.h) equals the NumPy reference bit for bit, launched with what
-``fastrms.cuda.loader.multi_plan`` builds (tested here as pure functions), and
-``fastrms.cuda.backend.update_many`` itself drives it with one upload and one launch.
+``fastrms.cuda.plan.multi_plan`` builds (its pure parts: tests/test_cuda_loader.py), and
+``fastrms.cuda.backend.update_many`` itself drives it with one upload and one launch;
+``backend.update`` and the benchmark's roofline share one launch helper.
 
 Lists mix sizes 0, 1, 3 and 4097, aligned and unaligned views, over several steps, with a small
 chunk and grid so that tensors split into several chunks and blocks take several chunks each.
@@ -9,6 +10,7 @@ chunk and grid so that tensors split into several chunks and blocks take several
 
 import sys
 import types
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -16,10 +18,10 @@ import pytest
 from fastrms import reference
 from fastrms._buffers import Buffers
 from fastrms._spec import Rule
-from fastrms.cuda import loader
+from fastrms.cuda import loader, plan
 from native import cases
 
-F32, F64, F16 = np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)
+F32 = np.dtype(np.float32)
 STEPS = 3
 SMALL_CHUNK = 1024  # 4097 elements: 5 chunks (the default, 2^16, would give one)
 # (size, element offset of each of the 5 buffers from a 64-byte boundary): aligned, a common
@@ -80,7 +82,7 @@ def test_every_mode_on_a_mixed_list_equals_reference(host_kernels, dtype):
 def test_default_chunks_equal_reference(host_kernels, dtype):
     """The default chunk size, a tensor of several chunks with a scalar head next to small ones."""
     rng = np.random.default_rng(12)
-    layout = [(2 * loader.CHUNK + 9, (1,) * 5), (10, (0,) * 5), (loader.CHUNK, (0,) * 5)]
+    layout = [(2 * plan.CHUNK + 9, (1,) * 5), (10, (0,) * 5), (plan.CHUNK, (0,) * 5)]
 
     def run_step(t, grads, emu):
         return host_kernels.step_many(rule, t, emu[0], grads, *emu[1:], multiprocessors=1)
@@ -105,20 +107,20 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
 
     table = np.array([[b.ctypes.data - begin * b.itemsize for b in (s[0], g, *s[1:])]
                       for s, g in zip(sets, grads)], dtype=np.int64)  # element 0: untouched
-    launch = loader.multi_plan(dtype, table, [begin + n] * 2, rule, None, 2, SMALL_CHUNK,
+    launch = plan.multi_plan(dtype, table, [begin + n] * 2, rule, None, 2, SMALL_CHUNK,
                                begins=[begin] * 2)
     chunks = launch.descriptors[launch.n_tensors * 5:].reshape(-1, 5)
     assert chunks[:, 1].min() == begin and chunks[:, 4].max() == begin + n
-    host_kernels.launch(launch, loader.multi_kernel_args(
-        launch.descriptors.ctypes.data, launch.n_tensors, launch.n_chunks, launch.scalars,
-        launch.modes, dtype))
+    host_kernels.launch(launch, plan.multi_kernel_args(
+        launch.descriptors.ctypes.data, launch.n_tensors, launch.n_chunks, launch.rule_args))
     for s, w in zip(sets, want):
         for got, ref in zip(s, w):
             cases.assert_same(got, ref)
 
 
 # ---------------------------------------------------------------------------------------------
-# The backend's update_many, with CuPy's few calls stood in for by host ones.
+# The backend (update_many; update and the roofline's launch), with CuPy's few calls stood in for
+# by host ones.
 
 class _FakeStream:
     ptr = 1234
@@ -162,20 +164,37 @@ def _fake_cupy(log):
                                  cuda=types.SimpleNamespace(Device=_FakeDevice))
 
 
+class Launched(NamedTuple):
+    name: str
+    options: tuple
+    grid: int
+    block: int
+    args: tuple
+
+
 @pytest.fixture
-def host_backend(host_kernels, monkeypatch):
+def launches():
+    """Every launch that ``host_backend`` sees, in full (``Launched``)."""
+    return []
+
+
+@pytest.fixture
+def host_backend(host_kernels, monkeypatch, launches):
     """``fastrms.cuda.backend`` with CuPy's device calls routed to the host emulation; yields the
-    log of copies and launches."""
+    log of copies and launches. Only the step's build runs (the emulation is built from the step's
+    source); a launch with other options is recorded in ``launches`` and not run."""
     from fastrms.cuda import arrays, backend
 
     log = []
     stream = _FakeStream()
 
-    def kernel(device, name, same_traffic=False):
-        assert not same_traffic  # the emulation is built from the step's source
+    def kernel(device, name, options=loader.OPTIONS):
         def launch(grid, block, args):
             log.append(("launch", name, stream.current))
-            host_kernels.launch(loader.MultiLaunch(name, grid[0], block[0], *[None] * 6), args)
+            launches.append(Launched(name, options, grid[0], block[0], args))
+            if options == loader.OPTIONS:
+                host_kernels.launch(types.SimpleNamespace(name=name, grid=grid[0],
+                                                          block=block[0]), args)
         return launch
 
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(log))
@@ -187,8 +206,12 @@ def host_backend(host_kernels, monkeypatch):
 
 
 class _OnDevice(np.ndarray):
-    """A host array that answers ``.device.id`` as a CuPy array does."""
+    """A host array that answers ``.device.id`` and ``.data.ptr`` as a CuPy array does."""
     device = types.SimpleNamespace(id=0)
+
+    @property
+    def data(self):
+        return types.SimpleNamespace(ptr=self.ctypes.data)
 
 
 def test_backend_update_many_uploads_once_and_launches_once(host_backend):
@@ -214,7 +237,7 @@ def test_backend_update_many_uploads_once_and_launches_once(host_backend):
         return list(log)
 
     logs = _compare(run_step, rule, F32, rng)
-    name = loader.multi_kernel_name(F32, True, True)
+    name = plan.multi_kernel_name(F32, True, True)
     tables_bytes = 8 * 5 * (len(LIST) + 5)  # a row per tensor, then per chunk (2^16: one each)
     assert logs[0] == [("copy", _FakeStream.ptr, tables_bytes), ("launch", name, True)]
     assert logs[1] == logs[2] == [("launch", name, True)]  # same tables: the device copy is reused
@@ -228,90 +251,28 @@ def test_backend_update_many_launches_nothing_for_empty_tensors(host_backend):
     assert log == []
 
 
-# ---------------------------------------------------------------------------------------------
-# The loader's pure functions.
+@pytest.mark.parametrize("offset", [0, 1], ids=["aligned", "unaligned"])
+def test_the_roofline_is_the_steps_launch_with_its_own_build(host_backend, launches, offset):
+    """``backend.update`` (run here, equal to the reference) and the benchmark's roofline
+    (``fastrms.bench.gpu_roofline``, recorded) go through one launch helper: the same instance,
+    grid, block and arguments, on the same stream; only the compile options differ."""
+    from fastrms.bench import gpu_roofline
 
-def test_multi_instance_names():
-    names = loader.all_multi_kernel_names()
-    assert len(set(names)) == 16 and not set(names) & set(loader.all_kernel_names())
-    assert loader.multi_kernel_name(F16, True, False) == \
-        "fastrms::rmsprop_multi_kernel<__half, true, false>"
-
-
-@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
-def test_vector_spans_agree_with_vector_span(dtype):
-    rng = np.random.default_rng(0)
-    state = loader.compute_dtype(dtype)
-    n = 400
-    pages = 4096 * rng.integers(1, 100, (n, 5))
-    misalign = np.concatenate([rng.integers(0, 8, (n, 2)) * dtype.itemsize,
-                               rng.integers(0, 4, (n, 3)) * state.itemsize], axis=1)
-    table = pages + misalign
-    table[rng.random(n) < 0.5, 3] = 0  # absent buffers
-    sizes = rng.choice([0, 1, 3, 5, 9, 100], n)
-    vec_begins, vec_ends = loader.vector_spans(table, sizes, dtype)
-    for row, size, vb, ve in zip(table, sizes, vec_begins, vec_ends):
-        present = [(a, dtype.itemsize if i < 2 else state.itemsize) for i, a in enumerate(row) if a]
-        want = loader.vector_span([a for a, _ in present], [s for _, s in present], 0, size,
-                                  loader.vector_width(dtype))
-        assert (vb, ve) == want, (row, size)
-    assert (vec_begins < sizes).any() and (vec_begins == sizes).any()  # both kinds occurred
-
-
-def test_chunks_tile_each_tensor_with_aligned_whole_vector_spans():
-    sizes = np.array([0, 1, 3, 4097, 5000, 2048, 7])
-    vec_begins = np.array([0, 1, 0, 3, 5000, 0, 2])  # 5000: unaligned, all scalar
-    vec_ends = np.array([0, 1, 0, 4095, 5000, 2048, 6])
-    chunks = loader.chunk_table(sizes, vec_begins, vec_ends, chunk=1024, begins=None)
-    assert chunks.dtype == np.int64 and chunks.shape[1] == loader.CHUNK_FIELDS
-    for j, (n, vb, ve) in enumerate(zip(sizes, vec_begins, vec_ends)):
-        mine = chunks[chunks[:, 0] == j]
-        if n == 0:
-            assert len(mine) == 0
-            continue
-        begin, vec_begin, vec_end, end = mine[:, 1], mine[:, 2], mine[:, 3], mine[:, 4]
-        assert begin[0] == 0 and end[-1] == n and (begin[1:] == end[:-1]).all()  # a tiling
-        assert (begin <= vec_begin).all() and (vec_begin <= vec_end).all() and (vec_end <= end).all()
-        assert ((vec_end - vec_begin) % 4 == 0).all() and ((vec_begin - vb) % 4 == 0).all()
-        assert (vec_end - vec_begin).sum() == ve - vb  # every vector element stays a vector
-        assert (end - begin).max() <= 1024 + 4
-    assert len(chunks[chunks[:, 0] == 4]) == 5  # an unaligned tensor is still cut up
-
-
-def test_chunk_size_must_keep_vectors_whole():
-    for bad in (0, 1000, 2**31):
-        with pytest.raises(ValueError, match="multiple of 16"):
-            loader.chunk_table([10], [0], [8], chunk=bad)
-
-
-def test_multi_launch_config():
-    assert loader.multi_launch_config(1, 132) == (1, 256)
-    assert loader.multi_launch_config(100, 132) == (100, 256)
-    assert loader.multi_launch_config(10**6, 132) == (4 * 132, 256)  # one wave; blocks loop
-
-
-def test_multi_kernel_args_are_typed_as_the_kernel_parameters():
-    rule = Rule(momentum=0.9)
-    for dtype, compute in ((F32, np.float32), (F64, np.float64), (F16, np.float32)):
-        scalars = rule.scalars(loader.compute_dtype(dtype), None)
-        args = loader.multi_kernel_args(4096, 3, 7, scalars, rule.modes(), dtype)
-        assert [type(a) for a in args] == [np.uint64, np.uint64, np.int64] + [compute] * 8 + \
-            [np.int32] * 6
-        assert args[:3] == (4096, 4096 + 3 * 5 * 8, 7)  # the chunk table follows the tensor table
-    with pytest.raises(ValueError):
-        loader.multi_kernel_args(0, 1, 1, (1.0,), rule.modes(), F32)
-
-
-def test_multi_plan_layout_and_memo():
-    table = np.array([[4096, 8192, 12288, 0, 0], [16384, 20480, 24576, 0, 0]], np.int64)
-    sizes = np.array([5000, 0], np.int64)
-    launch = loader.multi_plan(F32, table, sizes, Rule(), 1, 132)
-    assert launch.name == loader.multi_kernel_name(F32, False, False)
-    assert (launch.descriptors[:10] == table.ravel()).all()
-    assert launch.n_tensors == 2 and launch.n_chunks == 1 and launch.grid == 1
-    assert list(launch.descriptors[10:]) == [0, 0, 0, 5000, 5000]
-    assert loader.multi_plan(F32, table.copy(), sizes.copy(), Rule(), 2, 132) is launch  # no bias
-    biased = Rule(bias_correction=True)
-    first, second = (loader.multi_plan(F32, table, sizes, biased, t, 132) for t in (1, 2))
-    assert first.scalars != second.scalars and first.descriptors is second.descriptors
-    assert loader.multi_plan(F32, table, np.zeros(2, np.int64), Rule(), 1, 132) is None
+    backend, log = host_backend
+    rule = gpu_roofline._rule(True, True)  # the roofline's rule: its instance has every buffer
+    rng = np.random.default_rng(6)
+    param, square_avg, momentum_buffer, grad_avg = cases.state(rng, rule, F32, 4099)
+    host = [param, cases.grad(rng, F32, 4099), square_avg, momentum_buffer, grad_avg]
+    x, g, s, b, a = (cases.offset_view(v, offset).view(_OnDevice) for v in host)
+    want = [v.copy() for v in host]
+    reference.update(Buffers(*want), rule, None)
+    backend.update(Buffers(x, g, s, b, a), rule, None)
+    for got, ref in zip((x, g, s, b, a), want):
+        cases.assert_same(np.asarray(got), ref)
+    gpu_roofline.same_traffic(x, g, s, b, a)
+    step, roofline = launches
+    assert step.options == loader.OPTIONS and roofline.options == gpu_roofline.OPTIONS
+    assert roofline.name == step.name == plan.kernel_name(F32, True, True)
+    assert (roofline.grid, roofline.block) == (step.grid, step.block)
+    assert [v.tobytes() for v in roofline.args] == [v.tobytes() for v in step.args]
+    assert log == [("launch", step.name, True)] * 2

@@ -5,10 +5,14 @@ show that ``cupy.RawModule`` will accept rmsprop.cu. NVRTC needs no device: it r
 ``cuda.bindings.nvrtc`` (PyPI ``cuda-bindings`` with ``nvidia-cuda-nvrtc``).
 """
 
+from importlib import resources
+
+import numpy as np
 import pytest
 
 from conftest import skip_or_fail
-from fastrms.cuda import loader
+from fastrms.bench import gpu_roofline
+from fastrms.cuda import loader, plan, rule_args
 from native import toolchain
 
 ARCHS = (75, 80, 90)
@@ -28,7 +32,7 @@ def nvrtc():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_instance_compiles_with_cupys_flags(nvrtc, arch):
-    names = loader.all_kernel_names() + loader.all_multi_kernel_names()
+    names = plan.all_kernel_names() + plan.all_multi_kernel_names()
     lowered, cubin, log = nvrtc.compile_instances(loader.source(), loader.OPTIONS, names, arch,
                                                   toolchain.cuda_include_dir())
     assert "warning" not in log.lower(), log
@@ -43,9 +47,10 @@ def test_every_instance_compiles_with_cupys_flags(nvrtc, arch):
 def test_the_benchmarks_roofline_build_drops_only_the_math(nvrtc):
     """-DFASTRMS_SAME_TRAFFIC (fastrms.bench.gpu_roofline) builds the same instances, each
     without the rule's division and square root: a smaller kernel of the same name."""
-    names = loader.all_kernel_names()
-    built = {same: nvrtc.compile_instances(loader.source(), loader.options(same), names, 90,
-                                           toolchain.cuda_include_dir())
+    names = plan.all_kernel_names()
+    built = {same: nvrtc.compile_instances(loader.source(),
+                                           gpu_roofline.OPTIONS if same else loader.OPTIONS,
+                                           names, 90, toolchain.cuda_include_dir())
              for same in (False, True)}
     assert "warning" not in built[True][2].lower(), built[True][2]
     assert built[True][0] == built[False][0]  # the same kernels, as launches name them
@@ -57,3 +62,29 @@ def test_a_name_that_is_not_an_instance_is_refused(nvrtc):
         nvrtc.compile_instances(loader.source(), loader.OPTIONS,
                                 ["fastrms::rmsprop_kernel<int, false, false>"], 75,
                                 toolchain.cuda_include_dir())
+
+
+# RuleArgs layouts the kernels do not have: the scalars and modes swapped, one scalar short, the
+# scalars in the other compute type, ints for the scalars, C's alignment rules not applied (no
+# align=True: alignment 1, and no tail padding once the modes are odd in number).
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+WRONG_LAYOUTS = {
+    "fields swapped": (F32, rule_args.struct_dtype(F32, rule_args.FIELDS[::-1])),
+    "a scalar short": (F32, rule_args.struct_dtype(F32, (("k", F32, 7), rule_args.FIELDS[1]))),
+    "float scalars for double": (F64, rule_args.DTYPES[F32]),
+    "int scalars": (F32, rule_args.struct_dtype(np.int32)),
+    "not C-aligned": (F64, np.dtype([("k", F64, (8,)), ("m", np.int32, (6,))])),
+}
+
+
+@pytest.mark.parametrize("wrong", WRONG_LAYOUTS)
+def test_a_rule_args_layout_that_disagrees_fails_the_compile(nvrtc, wrong):
+    """The static_asserts that loader.source() appends, generated from another NumPy layout, stop
+    NVRTC (tests/test_cuda_build.py shows nvcc stopping too)."""
+    compute, dtype = WRONG_LAYOUTS[wrong]
+    kernels = resources.files("fastrms.cuda").joinpath("rmsprop.cu").read_text(encoding="utf-8")
+    wrong_source = kernels + rule_args.layout_check({compute: dtype})
+    with pytest.raises(nvrtc.NvrtcError, match="static assertion failed"):
+        nvrtc.compile_instances(wrong_source, loader.OPTIONS, [], 75, toolchain.cuda_include_dir())
+    right_source = kernels + rule_args.layout_check({compute: rule_args.DTYPES[compute]})
+    nvrtc.compile_instances(right_source, loader.OPTIONS, [], 75, toolchain.cuda_include_dir())

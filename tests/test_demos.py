@@ -1,9 +1,11 @@
 """``fastrms demo``: the book's numbers, the figures, and the shipped data's checksum."""
 
 import hashlib
+import re
 import shutil
 import struct
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -169,28 +171,56 @@ def test_concise_without_fastrms_torch_says_so(capsys, monkeypatch):
     assert code == 1 and "fastrms.torch.RMSprop is not available" in err
 
 
-def test_concise_plumbing_with_a_stand_in(capsys, monkeypatch, tmp_path):
-    """The demo's own code, run now with a stand-in that has fastrms.torch.RMSprop's signature."""
+def stand_in_fastrms_torch(monkeypatch, first_step_s=0.0):
+    """Install a ``fastrms.torch`` whose ``RMSprop`` is torch's under fastrms.torch.RMSprop's
+    signature; its first step in the process sleeps ``first_step_s``, as a compilation would."""
     torch = pytest.importorskip("torch")
-    pytest.importorskip("matplotlib")
 
     class StandIn(torch.optim.RMSprop):
+        compiled = False
+
         def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                      centered=False, maximize=False):
             super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                              momentum=momentum, centered=centered, maximize=maximize)
 
+        def step(self, closure=None):
+            if not StandIn.compiled:
+                time.sleep(first_step_s)
+                StandIn.compiled = True
+            return super().step(closure)
+
     module = type(sys)("fastrms.torch")
     module.RMSprop = StandIn
     monkeypatch.setitem(sys.modules, "fastrms.torch", module)
+
+
+def test_concise_plumbing_with_a_stand_in(capsys, monkeypatch, tmp_path):
+    """The demo's own code, run now with a stand-in that has fastrms.torch.RMSprop's signature."""
+    pytest.importorskip("matplotlib")
+    stand_in_fastrms_torch(monkeypatch)
     code, out, _ = run_cli(["concise", "--epochs", "1", "--out", str(tmp_path)], capsys)
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("torch.optim.RMSprop    loss: 0.2")
     assert lines[1].startswith("fastrms.torch.RMSprop  loss: 0.2")
-    assert lines[2] == "largest difference between the two loss curves: 0.0e+00"
+    assert lines[2].startswith("warm-up: a first step on a scratch model, not in sec/epoch")
+    assert lines[3] == "largest difference between the two loss curves: 0.0e+00"
     assert "eps outside the root" in out
     assert png_size(tmp_path / "concise.png") == _plot.pixel_size()
+
+
+def test_concise_times_the_first_step_apart(capsys, monkeypatch):
+    """A first step that compiles for 1.5 s shows on the warm-up line, in no epoch's time."""
+    stand_in_fastrms_torch(monkeypatch, first_step_s=1.5)
+    code, out, _ = run_cli(["concise", "--epochs", "1"], capsys)
+    assert code == 0
+    seconds = {name: float(sec) for name, sec in
+               re.findall(r"^(\S+) +loss: [0-9.]+, ([0-9.]+) sec/epoch$", out, re.M)}
+    warm_up = dict(re.findall(r"(\S+RMSprop) ([0-9.]+) s", out.splitlines()[2]))
+    assert set(seconds) == set(warm_up) == {"torch.optim.RMSprop", "fastrms.torch.RMSprop"}
+    assert float(warm_up["fastrms.torch.RMSprop"]) >= 1.5
+    assert seconds["fastrms.torch.RMSprop"] < 1.5  # 150 steps of a 6-parameter model
 
 
 def test_concise_curves_coincide():
@@ -200,8 +230,8 @@ def test_concise_curves_coincide():
 
     theirs = concise.train(lambda p: torch.optim.RMSprop(p, lr=0.01, alpha=0.9), epochs=4)
     ours = concise.train(lambda p: fastrms_torch.RMSprop(p, lr=0.01, alpha=0.9), epochs=4)
-    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-4)  # DESIGN §4 bound
-    assert BOOK_RANGE[0] <= ours[1][-1] <= BOOK_RANGE[1]
+    np.testing.assert_allclose(ours.losses, theirs.losses, rtol=1e-4)  # docs/design.md §4 bound
+    assert BOOK_RANGE[0] <= ours.losses[-1] <= BOOK_RANGE[1]
 
 
 def test_digits_fastrms_learns():

@@ -7,7 +7,7 @@ import fastrms
 from fastrms.cpu import multi
 from fastrms.functional import apply
 
-from cases import FIRST_STEP, NAMED_CASES, rule_of
+from cases import FIRST_STEP, NAMED_CASES, assert_same_buffers, rule_of
 
 DTYPES = [np.float32, np.float64]
 SIZES_SERIAL = [0, 1, 31, 4097, 7]  # 4136 elements: the serial loop
@@ -54,10 +54,11 @@ def step_each(rule, cols, step, backend="numba"):
 
 
 def assert_same(ours, ref):
+    """Every buffer of every tensor, bit for bit."""
     for key in ours:
         assert (ours[key] is None) == (ref[key] is None), key
         for j, (a, b) in enumerate(zip(ours[key] or [], ref[key] or [])):
-            np.testing.assert_array_equal(a, b, err_msg=f"{key}[{j}]", strict=True)
+            assert_same_buffers([a], [b], names=[f"{key}[{j}]"])
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

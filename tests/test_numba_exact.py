@@ -1,4 +1,4 @@
-"""The Numba kernels equal the NumPy reference bit for bit (DESIGN.md §4)."""
+"""The Numba kernels equal the NumPy reference bit for bit (docs/design.md §4)."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,8 @@ import pytest
 import fastrms
 from fastrms.functional import apply
 
-from cases import FIRST_STEP, NAMED_CASES, all_rules, grads, make_buffers, rule_of
+from cases import (FIRST_STEP, NAMED_CASES, assert_same_buffers, every_mode, grads,
+                   make_buffers, rule_of)
 
 STEPS = 7
 DTYPES = [np.float32, np.float64]
@@ -22,20 +23,13 @@ def run_both(rule, n, dtype, offset, seed):
     return ours, ref
 
 
-def assert_same(ours, ref):
-    for name, a, b in zip(("param", "square_avg", "momentum_buffer", "grad_avg"), ours, ref):
-        assert (a is None) == (b is None), name
-        if a is not None:
-            np.testing.assert_array_equal(a, b, err_msg=name, strict=True)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_mode_combination(dtype):
     """All 384 branches of the rule, each over 7 steps on an awkward small size (serial loop)."""
-    for i, rule in enumerate(all_rules()):
+    for i, (desc, rule) in enumerate(every_mode()):
         ours, ref = run_both(rule, 37, dtype, offset=i % 3, seed=i)
-        assert np.isfinite(ours[0]).all()
-        assert_same(ours, ref)
+        assert np.isfinite(ours[0]).all(), desc
+        assert_same_buffers(ours, ref, err_msg=desc)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -46,7 +40,7 @@ def test_named_cases_sizes_and_offsets(case, n, dtype):
     rule = rule_of(case)
     for offset in (0, 1):
         ours, ref = run_both(rule, n, dtype, offset, seed=n + offset)
-        assert_same(ours, ref)
+        assert_same_buffers(ours, ref)
 
 
 def test_multidimensional_params_update_in_place():

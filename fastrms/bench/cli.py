@@ -1,9 +1,12 @@
 """``fastrms bench``: its options (on the subparser ``fastrms.cli`` gives it) and one run."""
 
 import argparse
+import os
+import re
+from decimal import Decimal
 
-from ..plotting import MatplotlibMissing
-from . import report, run as grid, runners
+from .. import plotting
+from . import cache, report, run as grid, runners
 from .traffic import VARIANTS
 
 HELP = "benchmark the fused update against the memory roofline"
@@ -11,14 +14,29 @@ DESCRIPTION = ("Time the fused RMSProp step against a same-traffic kernel (the m
                "torch.optim.RMSprop and the NumPy reference, on CPU and GPU.")
 
 
+SIZE_FORMS = "a whole number of elements from 1 to 2^40, e.g. 1000000, 1_000_000, 1e6 or 2^20"
+_SIZE = re.compile(r"[0-9]+(?:_[0-9]+)*"  # 1000000, 1_000_000
+                   r"|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE]\+?[0-9]{1,3}"  # 1e6, 2.5e3
+                   r"|2\^(?P<exp>[0-9]{1,3})")  # 2^20
+
+
+def parse_size(text):
+    """An element count written as 1000000, 1_000_000, 1e6 (whole values only) or 2^20."""
+    match = _SIZE.fullmatch(text.strip())
+    n = 0
+    if match and match["exp"]:
+        n = 2 ** int(match["exp"])
+    elif match:
+        value = Decimal(match[0])
+        n = int(value) if value == value.to_integral_value() else 0
+    if not 1 <= n <= 2**40:
+        raise argparse.ArgumentTypeError(f"{text.strip()!r} is not {SIZE_FORMS}")
+    return n
+
+
 def _sizes(text):
-    sizes = []
-    for part in text.split(","):
-        part = part.strip()
-        sizes.append(2 ** int(part[2:]) if part.startswith("2^") else int(part))
-    if any(n < 1 for n in sizes):
-        raise argparse.ArgumentTypeError("sizes must be positive")
-    return tuple(sizes)
+    """``--sizes``: comma-separated ``parse_size`` forms, mixed as one likes."""
+    return tuple(parse_size(part) for part in text.split(","))
 
 
 def _names(choices):
@@ -37,7 +55,7 @@ def add_arguments(p):
     p.add_argument("--quick", action="store_true",
                    help=f"sizes {', '.join(report._n(n) for n in grid.QUICK_SIZES)}, variants "
                         f"{', '.join(grid.QUICK_VARIANTS)}, 3 samples: under a minute")
-    p.add_argument("--sizes", type=_sizes, help="comma-separated element counts, e.g. 2^20,1000")
+    p.add_argument("--sizes", type=_sizes, help="comma-separated element counts, e.g. 2^20,1e6,1_000")
     p.add_argument("--variants", type=_names(tuple(VARIANTS)), help="comma-separated, default all")
     p.add_argument("--backends", type=_names(runners.ALL_BACKENDS), help="comma-separated, default all")
     p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16"))
@@ -59,18 +77,33 @@ def run(args):
     repeat = args.repeat or (3 if args.quick else 11)
     if repeat < 1:
         raise SystemExit("--repeat must be at least 1")
-    machine = report.machine()
+    _check_outputs(args)  # before the measurement, not after it
+    caches = cache.last_level(runners.device_of(b) for b in backends)
+    machine = report.machine(caches)
     print(f"fastrms bench: {machine['cpu']} ({machine['cores']} cores), GPU: {machine['gpu'] or 'none'}; "
           f"import fastrms: {machine['import_fastrms_s'] * 1e3:.0f} ms")
-    rows = grid.run(sizes, variants, backends, args.dtype, repeat, grid.progress_bar())
+    print("last-level cache: " + "; ".join(
+        f"{device} {cache.mib(c.bytes) if c.bytes else 'unknown'} ({c.source})"
+        for device, c in caches.items()))
+    rows = grid.run(sizes, variants, backends, args.dtype, repeat, grid.progress_bar(), caches)
     print(report.table(rows))
     if args.json:
         report.save(args.json, rows, machine)
         print(f"wrote {args.json}")
     if args.plot:
-        try:
-            report.plot(rows, args.plot)
-        except MatplotlibMissing as exc:  # the rows are printed (and saved) already
-            raise SystemExit(f"fastrms bench: cannot plot: {exc}, or run without --plot") from None
+        report.plot(rows, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _check_outputs(args):
+    """Exit with the reason where ``--plot`` or ``--json`` could not be written after the run."""
+    if args.plot:
+        try:
+            plotting.require()
+        except plotting.MatplotlibMissing as exc:
+            raise SystemExit(f"fastrms bench: cannot plot: {exc}, or run without --plot") from None
+    for path in (args.json, args.plot):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder and not os.path.isdir(folder):
+            raise SystemExit(f"fastrms bench: cannot write {path}: no folder {folder}")

@@ -9,6 +9,7 @@ from importlib import metadata
 
 from .. import plotting
 from ..dispatch import backend_info
+from . import cache
 
 COLUMNS = [
     # (header, key, format)
@@ -39,6 +40,8 @@ def _n(n):
 
 def _cell(row, key, fmt):
     value = row.get(key)
+    if key == "roofline_fraction":  # with its mark, or a blank in the mark's place
+        return ("-" if value is None else fmt.format(value)) + (mark(row) or " ")
     if value is None:
         return "-"
     if key == "median_s":
@@ -48,8 +51,41 @@ def _cell(row, key, fmt):
     return fmt.format(value)
 
 
+CACHED, UNEXPLAINED = "*", "!"
+
+
+def mark(row):
+    """``*`` where the row's buffers fit in its device's last-level cache; else ``!`` where its
+    roofline fraction shows above 1.00; else ""."""
+    if row.get("cache_resident"):
+        return CACHED
+    fraction = row.get("roofline_fraction")
+    return UNEXPLAINED if fraction is not None and round(fraction, 2) > 1 else ""
+
+
+def legend(rows):
+    """One line per mark used in the table, saying what it means."""
+    marked = {}
+    for r in rows:
+        if r["skipped"] is None and mark(r):
+            marked.setdefault(mark(r), []).append(r)
+    lines = []
+    if CACHED in marked:
+        sizes = dict.fromkeys(f"{r['device']} {cache.mib(r['cache_bytes'])}" for r in marked[CACHED])
+        lines.append(f"{CACHED} the step's buffers fit in the last-level cache ({', '.join(sizes)}): "
+                     "GB/s measures the cache, not memory, and the fraction may exceed 1")
+    if UNEXPLAINED in marked:
+        unknown = any(r.get("cache_resident") is None for r in marked[UNEXPLAINED])
+        lines.append(f"{UNEXPLAINED} above 1 with buffers "
+                     + ("not known to fit" if unknown else "too big for")
+                     + " the cache: the step and the same-traffic kernel are timed one after the "
+                     "other, and this is timing noise, not a step faster than memory")
+    return lines
+
+
 def table(rows):
-    """The measured rows as an aligned text table, then one line per skipped backend."""
+    """The measured rows as an aligned text table, the legend of its marks, then one line per
+    skipped backend and reason."""
     measured = [r for r in rows if r["skipped"] is None]
     lines = []
     if measured:
@@ -59,18 +95,19 @@ def table(rows):
             lines.append("  ".join(v.rjust(w) if j >= 4 else v.ljust(w) for j, (v, w) in enumerate(zip(c, widths))))
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
+    lines += legend(rows)
     skipped = {}
     for r in rows:
         if r["skipped"] is not None:
             skipped.setdefault((r["backend"], r["skipped"]), 0)
             skipped[r["backend"], r["skipped"]] += 1
     for (backend, reason), count in skipped.items():
-        lines.append(f"skipped {backend} ({count} rows): {reason}")
+        lines.append(f"skipped {backend} ({count} row{'s' * (count != 1)}): {reason}")
     return "\n".join(lines)
 
 
-def machine():
-    """What the figures were measured on."""
+def machine(caches=None):
+    """What the figures were measured on; ``caches``: {device: ``cache.Cache``}."""
     info = {
         "cpu": _cpu_model(),
         "cores": os.cpu_count(),
@@ -79,6 +116,7 @@ def machine():
         "gpu": None,
         "versions": {},
         "import_fastrms_s": min(import_seconds() for _ in range(3)),
+        "last_level_cache": {d: c._asdict() for d, c in (caches or {}).items()},
     }
     for package in ("fastrms", "numpy", "numba", "torch", "cupy-cuda12x", "cupy-cuda13x"):
         try:
@@ -144,8 +182,17 @@ def compare(a, b):
     return "\n".join(lines)
 
 
+def _cache_full(rows):
+    """The element count at which ``rows``' buffers fill their cache, where within their sizes."""
+    if not rows or not rows[0].get("cache_bytes"):
+        return None
+    full = rows[0]["cache_bytes"] * rows[0]["n"] / rows[0]["bytes_touched"]
+    return full if min(r["n"] for r in rows) <= full <= max(r["n"] for r in rows) else None
+
+
 def plot(rows, path):
-    """GB/s against size, one line per backend, one panel per variant, the roofline dashed.
+    """GB/s against size, one line per backend, one panel per variant, the roofline dashed, the
+    size at which the buffers fill the cache dotted.
 
     Raises ``plotting.MatplotlibMissing`` where matplotlib is not installed.
     """
@@ -160,6 +207,11 @@ def plot(rows, path):
             if roof:
                 ax.plot([r["n"] for r in roof], [r["roofline_gbps"] for r in roof], "k--",
                         label=f"same-traffic kernel ({device})")
+            here = [r for r in measured if r["variant"] == variant and r["device"] == device]
+            full = _cache_full(here)
+            if full is not None:  # where the buffers stop fitting in the cache
+                ax.axvline(full, color="gray", ls=":",
+                           label=f"{device} cache full ({cache.mib(here[0]['cache_bytes'])})")
         for backend in dict.fromkeys(r["backend"] for r in measured):
             mine = [r for r in measured if r["variant"] == variant and r["backend"] == backend]
             ax.plot([r["n"] for r in mine], [r["gbps"] for r in mine], "o-", label=backend)

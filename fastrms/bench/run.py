@@ -2,16 +2,22 @@
 
 import sys
 
-from . import runners, timing
-from .traffic import bytes_per_element, gbps, ratio
+from . import cache, runners, timing
+from .traffic import bytes_per_element, bytes_touched, gbps, ratio
 
 FULL_SIZES = tuple(2**k for k in range(10, 27, 2))  # 2¹⁰ … 2²⁶
 QUICK_SIZES = (2**10, 2**16, 2**22, 2**26)
 QUICK_VARIANTS = ("plain", "momentum+centered")
 
 
-def run(sizes, variants, backends, dtype="float32", repeat=11, progress=None):
-    """All rows, as dicts of the JSON schema (``skipped`` is None or the reason)."""
+def run(sizes, variants, backends, dtype="float32", repeat=11, progress=None, caches=None):
+    """All rows, as dicts of the JSON schema (``skipped`` is None or the reason).
+
+    ``caches``: {device: ``cache.Cache``}, each device's last-level cache (read from the machine
+    where None), which says whether a row is ``cache_resident``.
+    """
+    if caches is None:
+        caches = cache.last_level(runners.device_of(b) for b in backends)
     rows = []
     total = len(sizes) * len(variants) * len(backends)
     if progress:
@@ -21,6 +27,8 @@ def run(sizes, variants, backends, dtype="float32", repeat=11, progress=None):
             host = runners.host_buffers(variant, dtype, n)
             group = [_measure(b, variant, dtype, n, host, repeat) for b in backends]
             _add_speedups(group)
+            for row in group:
+                _add_cache(row, caches)
             rows.extend(group)
             if progress:
                 progress(len(rows), total, f"{variant} n={n}")
@@ -46,7 +54,7 @@ def _measure(backend, variant, dtype, n, host, repeat):
         seconds = timing.median_seconds(runner.step, repeat, runner.sync, runner.clock)
     except runners.Skip as why:
         row["skipped"] = str(why)
-        row["device"] = row["device"] or ("cuda" if backend in runners.GPU_BACKENDS else "cpu")
+        row["device"] = row["device"] or runners.device_of(backend)
         return row
     row.update(median_s=seconds, gbps=gbps(variant, dtype, n, seconds))
     if roof_s is not None:
@@ -61,6 +69,14 @@ def _add_speedups(group):
         torch_row = by_backend.get(runners.TORCH_DEFAULT[row["device"]], {})
         row["speedup_vs_torch"] = ratio(torch_row.get("median_s"), row["median_s"])
         row["speedup_vs_numpy"] = ratio(numpy_s, row["median_s"])
+
+
+def _add_cache(row, caches):
+    """The bytes a step touches against the device's last-level cache (None where unknown)."""
+    size = caches.get(row["device"], cache.Cache(None, "not read")).bytes
+    touched = bytes_touched(row["variant"], row["dtype"]) * row["n"]
+    row.update(bytes_touched=touched, cache_bytes=size,
+               cache_resident=None if size is None else touched <= size)
 
 
 def progress_bar(stream=sys.stderr):

@@ -23,6 +23,10 @@ TORCH_DEFAULT = {"cpu": "torch", "cuda": "torch-cuda-foreach"}
 BOOK = dict(lr=0.01, alpha=0.9, eps=1e-6)
 
 
+def device_of(backend):
+    return "cuda" if backend in GPU_BACKENDS else "cpu"
+
+
 class Skip(Exception):
     """This row cannot run here; the message says why."""
 
@@ -115,15 +119,17 @@ def _import_torch():
     return torch
 
 
-def _usable_or_skip(backend):
+def _usable_or_skip(backend, why=""):
+    """``Skip`` with the reason where ``backend`` is unusable, after ``why`` (what needs it)."""
     info = backend_info(backend)
     if not info.usable:
-        raise Skip(info.reason)
+        raise Skip(why + info.reason)
 
 
-def _gpu_or_skip():
-    """CuPy, where the cupy backend is usable (a device seen); else ``Skip`` with the reason."""
-    _usable_or_skip("cupy")
+def _gpu_or_skip(why=""):
+    """CuPy, where the cupy backend is usable (a device seen); else ``Skip`` with the reason,
+    after ``why`` (what the row needs CuPy for)."""
+    _usable_or_skip("cupy", why)
     import cupy
 
     return cupy
@@ -147,15 +153,26 @@ def _cupy_runner(variant, dtype, n, host):
 
 def _torch_cuda(foreach):
     def make(variant, dtype, n, host):
-        cupy = _gpu_or_skip()
-        torch = _import_torch()
-        if not torch.cuda.is_available():
-            raise Skip("this torch build has no CUDA")
+        torch = _cuda_torch_or_skip()
+        cupy = _gpu_or_skip("CuPy not usable (it times these rows and runs their roofline): ")
         p = torch.nn.Parameter(torch.from_numpy(host[0]).cuda())
         step = _torch_step(p, torch.from_numpy(host[1]).cuda(), variant, foreach)
         return _on_gpu(step, cupy, sync=torch.cuda.synchronize)
 
     return make
+
+
+def _cuda_torch_or_skip():
+    """torch, where it is installed, built with CUDA and sees a device; else ``Skip`` saying
+    which of the three is missing."""
+    torch = _import_torch()
+    built = torch.version.cuda and f"CUDA {torch.version.cuda}"
+    built = built or getattr(torch.version, "hip", None) and f"HIP {torch.version.hip}"
+    if not built:
+        raise Skip(f"torch has no CUDA: this build ({torch.__version__}) is CPU-only")
+    if not torch.cuda.is_available():
+        raise Skip(f"no CUDA device: torch {torch.__version__} ({built}) sees none")
+    return torch
 
 
 _RUNNERS = {

@@ -25,6 +25,14 @@ def bytes_per_element(variant, dtype):
     return 3 * param + 2 * state * (1 + momentum + centered)
 
 
+def bytes_touched(variant, dtype):
+    """Distinct bytes per element one step reads or writes (its buffers' size, each counted once):
+    param and grad, and each state buffer. float32 plain: 4·2 + 4 = 12. Where ``n`` times this
+    fits in the last-level cache, repeated steps run from the cache."""
+    momentum, centered = VARIANTS[variant]
+    return 2 * np.dtype(dtype).itemsize + state_dtype(dtype).itemsize * (1 + momentum + centered)
+
+
 def gbps(variant, dtype, n, seconds):
     return bytes_per_element(variant, dtype) * n / seconds / 1e9
 

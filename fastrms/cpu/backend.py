@@ -41,6 +41,8 @@ else:
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "omp"
     os.register_at_fork(after_in_child=_after_fork_in_child)
+    from ..threads import KeepOpenMPThreads
+    from ..threads import resolve as resolve_threads
     from .kernels import rmsprop_kernel
     from .multi import chunks_of, rmsprop_multi_kernel
 
@@ -53,52 +55,66 @@ def scalar_array(rule, dtype, step):
     return array
 
 
-def update(buffers, rule, step):
-    """One fused step over a validated ``Buffers`` of NumPy arrays."""
-    global _serial_only
+def update(buffers, rule, step, threads=None):
+    """One fused step over a validated ``Buffers`` of NumPy arrays, on ``threads`` threads
+    (``fastrms.threads.resolve`` decides how many)."""
     param = buffers.param
     k = scalar_array(rule, param.dtype, step if rule.bias_correction else None)
     if param.ndim != 1:
         buffers = tuple(None if a is None else a.reshape(-1) for a in buffers)
     args = (*buffers, k)
-    if args[0].size < PARALLEL_FROM or _serial_only:
-        rmsprop_kernel(rule.modes(), False)(*args)
-        return
-    try:
-        rmsprop_kernel(rule.modes(), True)(*args)
-    except ValueError as exc:  # raised before the loop starts: nothing was written
-        if "threading layer" not in str(exc):
-            raise
-        warnings.warn(f"fastrms: no Numba threading layer loads ({exc}); running single-threaded")
-        _serial_only = True
-        rmsprop_kernel(rule.modes(), False)(*args)
+    _run(rmsprop_kernel, rule.modes(), param.size, threads, args, args)
 
 
-def update_many(columns, rule, step, table, sizes):
+def update_many(columns, rule, step, table, sizes, threads=None):
     """Update every buffer set of ``columns`` in one compiled call (``fastrms.cpu.multi``).
 
     ``columns`` is a ``Buffers`` of lists of validated, C-contiguous NumPy arrays of one dtype
     (``momentum_buffer`` and ``grad_avg`` are None where the rule has none); ``table`` holds their
     data addresses (int64 ``[len, 5]``, 0 where absent) and ``sizes`` their element counts (int64).
     """
-    global _serial_only
     dtype = columns.param[0].dtype
     k = scalar_array(rule, dtype, step if rule.bias_correction else None)
     like = _empty(dtype)
     b_like = like if columns.momentum_buffer is not None else None
     a_like = like if columns.grad_avg is not None else None
-    if sizes.sum() < PARALLEL_FROM or _serial_only:
-        rmsprop_multi_kernel(rule.modes(), False)(table, sizes, _no_chunks, k, like, b_like, a_like)
+    n = int(sizes.sum())
+    serial = (table, sizes, _no_chunks, k, like, b_like, a_like)
+    parallel = None if n < PARALLEL_FROM else (table, sizes, chunks_of(sizes), k, like, b_like,
+                                               a_like)
+    _run(rmsprop_multi_kernel, rule.modes(), n, threads, serial, parallel)
+
+
+_pool_started = False  # whether a parallel loop ran in this process (Numba's pool is up)
+
+
+def _run(kernel_of, modes, n, threads, serial_args, parallel_args):
+    """The serial loop for small or single-threaded steps, else the parallel one on the resolved
+    number of threads; single-threaded for good where no threading layer loads."""
+    global _serial_only, _pool_started
+    count = 1 if n < PARALLEL_FROM or _serial_only else resolve_threads(threads)
+    if count == 1:
+        kernel_of(modes, False)(*serial_args)
         return
-    chunks = chunks_of(sizes)
     try:
-        rmsprop_multi_kernel(rule.modes(), True)(table, sizes, chunks, k, like, b_like, a_like)
+        if not _pool_started:
+            with KeepOpenMPThreads():  # starting the pool resets OpenMP's count (torch's)
+                _set_numba_threads(count)
+            _pool_started = True
+        _set_numba_threads(count)
+        kernel_of(modes, True)(*parallel_args)
     except ValueError as exc:  # raised before the loop starts: nothing was written
         if "threading layer" not in str(exc):
             raise
         warnings.warn(f"fastrms: no Numba threading layer loads ({exc}); running single-threaded")
         _serial_only = True
-        rmsprop_multi_kernel(rule.modes(), False)(table, sizes, _no_chunks, k, like, b_like, a_like)
+        kernel_of(modes, False)(*serial_args)
+
+
+def _set_numba_threads(count):
+    """Numba's thread count for the calling Python thread (the first call starts its pool)."""
+    if numba.get_num_threads() != count:
+        numba.set_num_threads(count)
 
 
 @functools.lru_cache(maxsize=None)

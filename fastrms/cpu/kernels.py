@@ -23,8 +23,9 @@ from numba.extending import overload
 
 from ..rule import N_SCALARS, rmsprop_element
 
+from .jit import compile_loop
+
 _element = nb.njit(inline="always", error_model="numpy")(rmsprop_element)
-_JIT = dict(cache=True, nogil=True, error_model="numpy")
 
 
 def _load(buf, i, default):
@@ -94,10 +95,9 @@ def rmsprop_kernel(modes, parallel):
 
     kind = "parallel" if parallel else "serial"
     loop.__name__ = loop.__qualname__ = f"rmsprop_{kind}_" + "_".join(map(str, modes))
-    return nb.njit(parallel=parallel, **_JIT)(loop)
+    return compile_loop(loop, parallel)
 
 
-@nb.njit(parallel=True, **_JIT)
 def same_traffic_parallel(x, g, s, b, a, k):
     """The roofline: the step's exact memory traffic with one multiply-add per element."""
     c = k[0]
@@ -109,7 +109,9 @@ def same_traffic_parallel(x, g, s, b, a, k):
         _store(a, i, _load(a, i, gi) * c + gi)
 
 
-@nb.njit(**_JIT)
+same_traffic_parallel = compile_loop(same_traffic_parallel, parallel=True)
+
+
 def same_traffic_serial(x, g, s, b, a, k):
     """``same_traffic_parallel`` on one thread, for the small sizes the serial loop serves."""
     c = k[0]
@@ -119,3 +121,6 @@ def same_traffic_serial(x, g, s, b, a, k):
         s[i] = s[i] * c + gi
         _store(b, i, _load(b, i, gi) * c + gi)
         _store(a, i, _load(a, i, gi) * c + gi)
+
+
+same_traffic_serial = compile_loop(same_traffic_serial)

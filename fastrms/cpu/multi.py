@@ -21,7 +21,8 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
-from .kernels import _JIT, _scalar_tuple, sweep
+from .jit import compile_loop
+from .kernels import _scalar_tuple, sweep
 
 # Columns of the pointer table.
 PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG = range(5)
@@ -86,7 +87,7 @@ def rmsprop_multi_kernel(modes, parallel):
 
     kind = "parallel" if parallel else "serial"
     loop.__name__ = loop.__qualname__ = f"rmsprop_multi_{kind}_" + "_".join(map(str, modes))
-    return nb.njit(parallel=parallel, **_JIT)(loop)
+    return compile_loop(loop, parallel)
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,5 +1,7 @@
-"""The CUDA backend: ``rmsprop.cu`` (the kernels), ``loader`` (names, launch plan, compilation),
-``arrays`` (GPU buffers as CuPy arrays) and ``backend`` (the dispatch contract).
+"""The CUDA backend: ``rmsprop.cu`` (the kernels), ``rule_args`` (their by-value ``RuleArgs``
+struct as a NumPy dtype, and its layout check), ``plan`` (instance names, launch geometry, argument
+tuples: pure), ``loader`` (the source CuPy compiles, compilation per device), ``arrays`` (GPU
+buffers as CuPy arrays) and ``backend`` (the dispatch contract, and the one launch helper).
 
 Importing this package imports nothing heavy; CuPy is imported by ``arrays`` and ``backend`` only.
 """

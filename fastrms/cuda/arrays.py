@@ -1,6 +1,6 @@
 """GPU buffers as CuPy arrays over their own memory (zero-copy), and where they live.
 
-Imported only when a buffer is on a GPU (``fastrms._buffers.native``), so CuPy is imported then.
+Imported only when a buffer is on a GPU (``fastrms.native``), so CuPy is imported then.
 torch CUDA tensors are wrapped from their own metadata (``data_ptr``, strides, device): that needs
 no device call, keeps bfloat16 (which ``__cuda_array_interface__`` cannot name), and marks the
 array as torch's, so that the step is launched on torch's current stream.
@@ -12,6 +12,7 @@ import cupy
 import numpy as np
 
 from ..dtypes import numpy_dtype as torch_dtype_to_numpy  # torch dtype -> NumPy's (bfloat16 too)
+from ..validate import refuse_read_only_interface
 
 
 class TorchCudaArray(cupy.ndarray):
@@ -28,18 +29,12 @@ def as_cupy(x, name):
         array = from_torch(x)
     elif hasattr(x, "__cuda_array_interface__"):
         _, read_only = x.__cuda_array_interface__["data"]
-        if read_only and name != "grad":
-            raise ValueError(f"{name} is read-only, but fastrms updates it in place")
+        if read_only:  # CuPy arrays carry no writeable flag for fastrms.validate to see
+            refuse_read_only_interface(name)
         array = cupy.asarray(x)  # zero-copy; CuPy honours the interface's stream (v3)
     else:
         array = cupy.from_dlpack(x)
     return array, f"cuda:{array.device.id}"
-
-
-def may_share_memory(a, b):
-    """Whether the byte ranges of ``a`` and ``b`` overlap: exact for C-contiguous arrays."""
-    a_start, b_start = a.data.ptr, b.data.ptr
-    return a_start < b_start + b.nbytes and b_start < a_start + a.nbytes
 
 
 def launch_stream(array):

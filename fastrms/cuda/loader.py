@@ -1,322 +1,54 @@
-"""The CUDA kernels of ``rmsprop.cu``: instance names, launch geometry, arguments, compilation.
+"""Compiling ``rmsprop.cu``: the source CuPy compiles, its options, and one compiled instance per
+device and name (``kernel()``), through ``cupy.RawModule`` on first use.
 
-Everything but ``kernel()`` is a pure function of integers and dtypes, so that it is tested on
-machines without a GPU (and the host-emulation tests launch the emulated kernel with exactly what
-these functions produce). ``kernel()`` compiles one instance through ``cupy.RawModule`` on first
-use, per device; CuPy keeps the result in its disk cache, keyed by source, options and name.
+CuPy keeps each compiled module in its disk cache, keyed by the source string, the options and the
+name, so a process that has compiled an instance before loads it from disk. Launch planning (names,
+geometry, arguments) is ``plan``'s; launching is ``backend``'s.
+
+``python -m fastrms.cuda.loader PATH`` writes ``source()`` to PATH: the CMake build compiles that
+file, so that nvcc, the PTX checks and the host emulation see exactly what CuPy compiles.
 """
 
 import functools
+import sys
 from importlib import resources
-from typing import NamedTuple
+from pathlib import Path
 
-import numpy as np
-
-from .. import rule as R
-from .._spec import state_dtype
-
-try:  # bfloat16 has no NumPy dtype of its own; ml_dtypes supplies the one torch and JAX share
-    from ml_dtypes import bfloat16
-except ImportError:  # bfloat16 buffers are then not accepted
-    bfloat16 = None
+from . import rule_args
+from .plan import bfloat16  # noqa: F401  (fastrms.cuda.arrays imports it from here)
 
 # CuPy adds -ftz=true and the device's -arch itself. --fmad=false: the NumPy reference rounds every
-# product and sum, so the kernel may not fuse them (DESIGN.md §4).
+# product and sum, so the kernel may not fuse them (docs/design.md §4).
 OPTIONS = ("-std=c++17", "--fmad=false")
-BLOCK = 256  # threads per block: rmsprop.cu's BLOCK (its __launch_bounds__)
-# Grid cap per multiprocessor: one resident wave. ptxas reports at most 55 registers per thread
-# for any single-buffer instance, and the multi-tensor kernel is held to 64 (rmsprop.cu:
-# __launch_bounds__(BLOCK, BLOCKS_PER_SM)), so 4 blocks of 256 fit in 64K registers; with 3-5
-# independent 128-bit loads per thread that keeps ~50-80 KB in flight per SM, more than bandwidth needs. A grid larger than what
-# fits would run its last blocks in a thin second wave; instead the threads loop (grid-stride).
-BLOCKS_PER_SM = 4
-VECTOR_BYTES = 16  # one 128-bit load/store per buffer and thread-iteration
-
-# Param dtype -> the C++ type that instantiates the kernel (the compute and state type follows).
-CXX_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
-             np.dtype(np.float16): "__half"}
-if bfloat16 is not None:
-    CXX_TYPES[np.dtype(bfloat16)] = "__nv_bfloat16"
-DTYPES = frozenset(CXX_TYPES)
-
-
-# The kernel's compute and state dtype: float32 for half params, else the params' own.
-compute_dtype = state_dtype
-
-
-def kernel_name(param_dtype, has_momentum_buffer, has_grad_avg):
-    """The C++ name of one instance, as RawModule's name_expressions want it."""
-    flags = ", ".join("true" if f else "false" for f in (has_momentum_buffer, has_grad_avg))
-    return f"fastrms::rmsprop_kernel<{CXX_TYPES[np.dtype(param_dtype)]}, {flags}>"
-
-
-def multi_kernel_name(param_dtype, has_momentum_buffer, has_grad_avg):
-    """The C++ name of one multi-tensor instance (``rmsprop_multi_kernel``)."""
-    return kernel_name(param_dtype, has_momentum_buffer, has_grad_avg).replace(
-        "rmsprop_kernel<", "rmsprop_multi_kernel<", 1)
-
-
-def all_kernel_names():
-    """Every single-buffer instance (4 dtypes x momentum buffer x grad_avg)."""
-    return [kernel_name(d, m, a) for d in CXX_TYPES for m in (False, True) for a in (False, True)]
-
-
-def all_multi_kernel_names():
-    """Every multi-tensor instance, in ``all_kernel_names``'s order."""
-    return [multi_kernel_name(d, m, a) for d in CXX_TYPES for m in (False, True)
-            for a in (False, True)]
-
-
-def vector_width(param_dtype):
-    """Elements per 128-bit step: one 16-byte word of params (rmsprop.cu's Vector<P>::width)."""
-    return VECTOR_BYTES // np.dtype(param_dtype).itemsize
-
-
-def vector_span(addresses, itemsizes, begin, end, width):
-    """``(vec_begin, vec_end)``: the elements of ``[begin, end)`` that take the 128-bit path.
-
-    ``addresses[i]`` is buffer i's address of element 0 and ``itemsizes[i]`` its element size.
-    The span starts at the first index where every buffer is 16-byte aligned (a head of fewer than
-    ``width`` elements goes scalar) and holds whole vectors. Buffers that are never aligned
-    together (views at different misalignments) get the empty span ``(end, end)``: all scalar.
-    """
-    for head in range(min(width, end - begin)):
-        start = begin + head
-        if all((address + start * size) % VECTOR_BYTES == 0
-               for address, size in zip(addresses, itemsizes)):
-            return start, start + (end - start) // width * width
-    return end, end
-
-
-def launch_config(n_elements, width, multiprocessors):
-    """``(grid, block)`` for a grid-stride launch over ``n_elements`` (``n_elements`` >= 1).
-
-    One thread per vector of work, capped at ``BLOCKS_PER_SM`` blocks per multiprocessor: a
-    grid-stride loop covers the rest, so the grid stays small for 2^31+ elements.
-    """
-    threads = -(-n_elements // width)
-    grid = min(-(-threads // BLOCK), BLOCKS_PER_SM * multiprocessors)
-    return max(grid, 1), BLOCK
-
-
-def kernel_args(addresses, begin, vec_begin, vec_end, end, scalars, modes, param_dtype):
-    """The kernel's argument tuple, each value typed as its parameter in ``rmsprop.cu``.
-
-    ``addresses``: the five buffers' addresses (param, grad, square_avg, momentum_buffer,
-    grad_avg; 0 for an absent buffer: a null pointer the instance never touches). ``scalars`` and
-    ``modes``: ``Rule.scalars(...)`` and ``Rule.modes()``. The scalars are cast here to the compute
-    dtype, a no-op for values that ``Rule.scalars`` already rounded to it.
-    """
-    if len(addresses) != 5 or len(scalars) != R.N_SCALARS or len(modes) != R.N_MODES:
-        raise ValueError("expected 5 addresses, the rule's scalars and its modes")
-    compute = compute_dtype(param_dtype).type
-    return (
-        *(np.uint64(a) for a in addresses),  # pointers: 8 bytes each
-        *(np.int64(i) for i in (begin, vec_begin, vec_end, end)),  # long long
-        *(compute(k) for k in scalars),  # float or double
-        *(np.int32(m) for m in modes),  # int
-    )
-
-
-class Launch(NamedTuple):
-    name: str  # the kernel instance (kernel_name)
-    grid: int
-    block: int
-    args: tuple  # kernel_args
-
-
-def plan(param_dtype, addresses, end, rule, step, multiprocessors, begin=0):
-    """Everything about one step's launch but the launch itself.
-
-    ``addresses``: a tuple of where element 0 of param, grad, square_avg, momentum_buffer and
-    grad_avg lives (``None`` for an absent buffer); the step covers elements ``[begin, end)``.
-    Memoized: a training loop passes the same buffers every step, so after the first step a
-    launch costs a dictionary lookup here instead of ~23 freshly typed arguments (the step only
-    matters, and only enters the key, with bias correction).
-    """
-    step = step if rule.bias_correction else None
-    return _plan(np.dtype(param_dtype), addresses, end, rule, step, multiprocessors, begin)
-
-
-@functools.lru_cache(maxsize=1024)
-def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin):
-    compute = compute_dtype(param_dtype)
-    present = [(a, param_dtype.itemsize if i < 2 else compute.itemsize)
-               for i, a in enumerate(addresses) if a is not None]
-    width = vector_width(param_dtype)
-    vec_begin, vec_end = vector_span([a for a, _ in present], [s for _, s in present], begin, end,
-                                     width)
-    grid, block = launch_config(end - begin, width, multiprocessors)
-    args = kernel_args([a or 0 for a in addresses], begin, vec_begin, vec_end, end,
-                       rule.scalars(compute, step), rule.modes(), param_dtype)
-    name = kernel_name(param_dtype, addresses[3] is not None, addresses[4] is not None)
-    return Launch(name, grid, block, args)
-
-
-# ---------------------------------------------------------------------------------------------
-# Multi-tensor steps: one launch of rmsprop_multi_kernel for a list of buffer sets. The kernel reads
-# two int64 tables that the host builds here and copies to the device in one piece
-# (``descriptors``): one row of 5 data addresses per tensor, then one row per chunk (CHUNK_FIELDS),
-# a piece of one tensor that one block updates.
-
-CHUNK = 1 << 16  # elements per chunk: 64 sweeps of a block over float32 vectors; a fine grain
-CHUNK_FIELDS = 5  # tensor, begin, vec_begin, vec_end, end (rmsprop.cu: ChunkField)
-MAX_CHUNK = 2**30  # the kernel indexes within a chunk (plus a head under 16) in int
-
-
-def vector_spans(table, sizes, param_dtype, begins=None):
-    """``(vec_begins, vec_ends)``, int64 per tensor: ``vector_span`` for every row at once.
-
-    ``table``: int64 ``[n, 5]`` data addresses (0 where absent: absent buffers never hold the span
-    back); ``sizes``: element counts; ``begins``: first elements (0 if None).
-    """
-    table = np.asarray(table, np.int64).reshape(-1, 5)
-    ends = np.asarray(sizes, np.int64)
-    begins = np.zeros_like(ends) if begins is None else np.asarray(begins, np.int64)
-    width = vector_width(param_dtype)
-    param_size, state_size = np.dtype(param_dtype).itemsize, compute_dtype(param_dtype).itemsize
-    itemsizes = np.array([param_size] * 2 + [state_size] * 3)
-    heads = np.arange(width)
-    # aligned[j, h]: every buffer of row j sits on a 16-byte boundary at element begins[j] + h.
-    at = table[:, None, :] + (begins[:, None, None] + heads[None, :, None]) * itemsizes
-    aligned = ((at % VECTOR_BYTES == 0) | (table[:, None, :] == 0)).all(axis=2)
-    aligned &= heads[None, :] < (ends - begins)[:, None]
-    found = aligned.any(axis=1)
-    vec_begins = np.where(found, begins + aligned.argmax(axis=1), ends)
-    vec_ends = vec_begins + (ends - vec_begins) // width * width
-    return vec_begins, vec_ends
-
-
-def chunk_table(sizes, vec_begins, vec_ends, chunk=CHUNK, begins=None):
-    """int64 ``[n_chunks, CHUNK_FIELDS]``: every non-empty tensor cut into chunks.
-
-    Cuts fall ``chunk`` elements apart from the tensor's vector start (from its begin where it has
-    no vector span), so each chunk's 128-bit span stays aligned and whole: only the first chunk has
-    a scalar head and only the last a scalar tail. ``chunk`` is a multiple of 16 (so of every
-    vector width). Each row: tensor index, begin, vec_begin, vec_end, end.
-    """
-    if chunk % VECTOR_BYTES or not 0 < chunk <= MAX_CHUNK:
-        raise ValueError(f"chunk must be a positive multiple of {VECTOR_BYTES} up to 2^30, "
-                         f"got {chunk}")
-    ends = np.asarray(sizes, np.int64)
-    begins = np.zeros_like(ends) if begins is None else np.asarray(begins, np.int64)
-    vec_begins, vec_ends = np.asarray(vec_begins, np.int64), np.asarray(vec_ends, np.int64)
-    anchors = np.where(vec_begins < ends, vec_begins, begins)
-    counts = np.where(ends > begins, 1 + np.maximum(ends - anchors - 1, 0) // chunk, 0)
-    tensor = np.repeat(np.arange(len(ends), dtype=np.int64), counts)
-    k = np.arange(counts.sum(), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-    anchor, end = anchors[tensor], ends[tensor]
-    start = np.where(k == 0, begins[tensor], anchor + k * chunk)
-    stop = np.minimum(anchor + (k + 1) * chunk, end)
-    vec_start = np.clip(vec_begins[tensor], start, stop)
-    vec_stop = np.clip(vec_ends[tensor], vec_start, stop)
-    return np.stack([tensor, start, vec_start, vec_stop, stop], axis=1)
-
-
-def multi_launch_config(n_chunks, multiprocessors):
-    """``(grid, block)``: a block per chunk, up to one resident wave (blocks then loop)."""
-    return max(min(n_chunks, BLOCKS_PER_SM * multiprocessors), 1), BLOCK
-
-
-def multi_kernel_args(descriptors_address, n_tensors, n_chunks, scalars, modes, param_dtype):
-    """The multi kernel's argument tuple, typed as in ``rmsprop.cu``: the tensor table's and the
-    chunk table's device addresses (both in the one ``descriptors`` upload), the chunk count, the
-    scalars and the modes."""
-    if len(scalars) != R.N_SCALARS or len(modes) != R.N_MODES:
-        raise ValueError("expected the rule's scalars and its modes")
-    compute = compute_dtype(param_dtype).type
-    return (
-        np.uint64(descriptors_address),  # const long long* tensors
-        np.uint64(descriptors_address + n_tensors * 5 * 8),  # const long long* chunks
-        np.int64(n_chunks),
-        *(compute(k) for k in scalars),
-        *(np.int32(m) for m in modes),
-    )
-
-
-class MultiLaunch(NamedTuple):
-    name: str  # the kernel instance (multi_kernel_name)
-    grid: int
-    block: int
-    descriptors: np.ndarray  # int64: the tensor table, then the chunk table (copy to the device)
-    key: bytes  # descriptors' bytes: equal keys, equal tables (the device copy is memoized on it)
-    n_tensors: int
-    n_chunks: int
-    scalars: tuple  # for multi_kernel_args
-    modes: tuple
-
-
-def multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk=CHUNK, begins=None):
-    """Everything about one multi-tensor launch but the upload and the launch; None when every
-    tensor is empty (nothing to launch).
-
-    ``table``: int64 ``[n, 5]`` data addresses (0 where absent), ``sizes``: int64 ``[n]``, as
-    ``fastrms.functional`` passes them to ``update_many``. Memoized on the tables' bytes: a
-    training loop passes the same buffers every step.
-    """
-    step = step if rule.bias_correction else None
-    table = np.ascontiguousarray(table, np.int64)
-    sizes = np.ascontiguousarray(sizes, np.int64)
-    begins = None if begins is None else np.ascontiguousarray(begins, np.int64)
-    return _multi_plan(np.dtype(param_dtype), table.tobytes(), sizes.tobytes(), rule, step,
-                       multiprocessors, chunk, None if begins is None else begins.tobytes())
-
-
-@functools.lru_cache(maxsize=256)
-def _multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk, begins):
-    tables = _multi_tables(param_dtype, table, sizes, chunk, begins)
-    if tables is None:
-        return None
-    descriptors, key, n_tensors, n_chunks = tables
-    grid, block = multi_launch_config(n_chunks, multiprocessors)
-    name = multi_kernel_name(param_dtype, rule.momentum != 0, rule.centered)
-    return MultiLaunch(name, grid, block, descriptors, key, n_tensors, n_chunks,
-                       rule.scalars(compute_dtype(param_dtype), step), rule.modes())
-
-
-@functools.lru_cache(maxsize=64)
-def _multi_tables(param_dtype, table, sizes, chunk, begins):
-    """``(descriptors, their bytes, n_tensors, n_chunks)``, or None without chunks. Cached apart
-    from the rule and step: with bias correction every step is a new plan over the same tables."""
-    table = np.frombuffer(table, np.int64).reshape(-1, 5)
-    sizes = np.frombuffer(sizes, np.int64)
-    begins = None if begins is None else np.frombuffer(begins, np.int64)
-    vec_begins, vec_ends = vector_spans(table, sizes, param_dtype, begins)
-    chunks = chunk_table(sizes, vec_begins, vec_ends, chunk, begins)
-    if len(chunks) == 0:
-        return None
-    descriptors = np.concatenate([table.ravel(), chunks.ravel()])
-    descriptors.flags.writeable = False  # shared by every plan that hits this cache entry
-    return descriptors, descriptors.tobytes(), len(table), len(chunks)
 
 
 @functools.lru_cache(maxsize=1)
 def source():
-    """rmsprop.cu's text (package data)."""
-    return resources.files(__package__).joinpath("rmsprop.cu").read_text(encoding="utf-8")
-
-
-def options(same_traffic=False):
-    """The compile options: the step's, or its roofline's (``same_traffic``, for the benchmark)."""
-    return OPTIONS + (("-DFASTRMS_SAME_TRAFFIC",) if same_traffic else ())
+    """What CuPy compiles: rmsprop.cu's text (package data), then the static_asserts that check
+    its ``RuleArgs`` against the NumPy dtypes of ``rule_args`` (``rule_args.layout_check``)."""
+    text = resources.files(__package__).joinpath("rmsprop.cu").read_text(encoding="utf-8")
+    return text + rule_args.layout_check()
 
 
 @functools.lru_cache(maxsize=None)
-def kernel(device_id, name, same_traffic=False):
-    """The compiled instance ``name`` on device ``device_id`` (compiled on first use).
-
-    ``same_traffic=True``: the benchmark's roofline build of it (rmsprop.cu: step_element).
-    """
+def kernel(device_id, name, options=OPTIONS):
+    """The compiled instance ``name`` on device ``device_id`` (compiled on first use), built with
+    ``options`` (a tuple): ``OPTIONS`` for the step; the benchmark's roofline adds its own define
+    (``fastrms.bench.gpu_roofline``)."""
     import cupy
 
     with cupy.cuda.Device(device_id):
-        module = cupy.RawModule(code=source(), options=options(same_traffic),
-                                name_expressions=(name,))
+        module = cupy.RawModule(code=source(), options=options, name_expressions=(name,))
         return module.get_function(name)
 
 
 @functools.lru_cache(maxsize=None)
 def multiprocessors(device_id):
+    """The multiprocessor count of device ``device_id`` (the grid cap is per multiprocessor)."""
     import cupy
 
     return cupy.cuda.Device(device_id).attributes["MultiProcessorCount"]
+
+
+if __name__ == "__main__":
+    Path(sys.argv[1]).write_text(source(), encoding="utf-8")

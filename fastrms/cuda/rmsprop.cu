@@ -1,7 +1,9 @@
 // fastrms: the fused RMSProp step as CUDA C++ (loaded by fastrms/cuda/loader.py via cupy.RawModule).
 //
-// Self-contained on purpose: CuPy's compile cache hashes this source string only, so a user
-// header would go stale unseen. It includes nothing but the CUDA toolkit's half-precision headers.
+// Self-contained on purpose: CuPy's compile cache hashes the source string only, so a user header
+// would go stale unseen. It includes nothing but the CUDA toolkit's half-precision headers. The
+// loader compiles this file followed by the layout check of RuleArgs (static_asserts generated
+// from fastrms/cuda/rule_args.py): one string, joined in Python, hashed by CuPy as a whole.
 //
 // The element function below spells fastrms/rule.py line by line (same names, same order). With
 // the scalars cast once on the host (fastrms/_spec.py: Rule.scalars), no literals here, IEEE sqrt
@@ -21,8 +23,8 @@
 
 namespace fastrms {
 
-// Positions in the scalar array k and the mode array m, and the values of each mode:
-// the same numbers as fastrms/rule.py.
+// Positions in the scalar array k and the mode array m (RuleArgs below), and the values of each
+// mode: the same numbers as fastrms/rule.py.
 enum Scalar { LR, ALPHA, ONE_MINUS_ALPHA, EPS, WEIGHT_DECAY, MOMENTUM, LERP_WEIGHT, BIAS_CORRECTION,
               N_SCALARS };
 enum Mode { MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORRECTED, MOMENTUM_MODE,
@@ -30,6 +32,19 @@ enum Mode { MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORREC
 enum { WD_NONE, WD_COUPLED, WD_DECOUPLED };
 enum { CENTERED_NONE, CENTERED_EMA, CENTERED_LERP_FROM_AVG, CENTERED_LERP_FROM_GRAD };
 enum { MOMENTUM_NONE, MOMENTUM_LR_OUTSIDE, MOMENTUM_LR_INSIDE, MOMENTUM_NESTEROV };
+
+// The rule as the kernels take it, one struct passed by value: the scalars k (cast once on the host
+// to the compute type T) and the modes m, at fastrms/rule.py's positions. CuPy passes it as a NumPy
+// structured array of size one (the driver copies sizeof(RuleArgs<T>) bytes from its data), built
+// by fastrms/cuda/rule_args.py from one field list that mirrors this struct; static_asserts
+// generated from that NumPy dtype follow this source wherever it is compiled, so a layout that
+// disagrees fails the compile. A new scalar: its name in the enum above and its position in
+// fastrms/rule.py (the array lengths follow), then its use in the rule.
+template <typename T>
+struct RuleArgs {
+    T k[N_SCALARS];
+    int m[N_MODES];
+};
 
 // IEEE square roots (the compile options contain no fast-math flag).
 __host__ __device__ __forceinline__ float root(float v) { return sqrtf(v); }
@@ -165,7 +180,7 @@ struct alignas(16) Pack {
 };
 
 // Elements per thread on the vector path: one 16-byte word of params (4 float, 2 double, 8 half).
-// Launchers must use the same number (fastrms/cuda/loader.py: vector_width).
+// Launchers must use the same number (fastrms/cuda/plan.py: vector_width).
 template <typename P> struct Vector { static constexpr int width = 16 / sizeof(P); };
 
 template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
@@ -224,8 +239,8 @@ struct Step {
     }
 };
 
-constexpr int BLOCK = 256;  // threads per block; fastrms/cuda/loader.py launches exactly this many
-// Blocks resident per multiprocessor that launches count on (loader.py: BLOCKS_PER_SM): at most 64
+constexpr int BLOCK = 256;  // threads per block; fastrms/cuda/plan.py launches exactly this many
+// Blocks resident per multiprocessor that launches count on (plan.py: BLOCKS_PER_SM): at most 64
 // registers per thread. rmsprop_kernel stays below that by itself; the multi kernel is told.
 constexpr int BLOCKS_PER_SM = 4;
 
@@ -265,25 +280,15 @@ __global__ void __launch_bounds__(BLOCK) rmsprop_kernel(
     typename Precision<P>::T* __restrict__ momentum_buffer,
     typename Precision<P>::T* __restrict__ grad_avg,
     long long begin, long long vec_begin, long long vec_end, long long end,
-    typename Precision<P>::T lr, typename Precision<P>::T alpha,
-    typename Precision<P>::T one_minus_alpha, typename Precision<P>::T eps,
-    typename Precision<P>::T weight_decay, typename Precision<P>::T momentum,
-    typename Precision<P>::T lerp_weight, typename Precision<P>::T bias_correction,
-    int maximize, int weight_decay_mode, int centered_mode, int eps_in_sqrt, int bias_corrected,
-    int momentum_mode) {
-    using T = typename Precision<P>::T;
-    const T k[N_SCALARS] = {lr, alpha, one_minus_alpha, eps, weight_decay, momentum, lerp_weight,
-                            bias_correction};
-    const int m[N_MODES] = {maximize, weight_decay_mode, centered_mode, eps_in_sqrt,
-                            bias_corrected, momentum_mode};
+    const RuleArgs<typename Precision<P>::T> rule) {
     const long long thread = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long threads = static_cast<long long>(gridDim.x) * blockDim.x;
     sweep<P, HAS_MOMENTUM, HAS_GRAD_AVG, long long>(thread, threads, param, grad, square_avg,
                                                     momentum_buffer, grad_avg, begin, vec_begin,
-                                                    vec_end, end, k, m);
+                                                    vec_end, end, rule.k, rule.m);
 }
 
-// The multi-tensor launch's tables (fastrms/cuda/loader.py: multi_plan builds them), int64 rows:
+// The multi-tensor launch's tables (fastrms/cuda/plan.py: multi_plan builds them), int64 rows:
 // tensors[j] = the data addresses of tensor j's param, grad, square_avg, momentum_buffer, grad_avg
 // (0 where absent); chunks[c] = (tensor, begin, vec_begin, vec_end, end), a piece of one tensor
 // with its 128-bit span already worked out on the host (per tensor alignment, as sweep wants it).
@@ -300,27 +305,18 @@ __host__ __device__ __forceinline__ E* address(long long a) {
 
 // One step over a whole list of tensors in one launch (torch's multi_tensor_apply idea): block b
 // takes chunks b, b + gridDim.x, ...; its threads share each chunk out as sweep does. Chunks are
-// small (loader.py: CHUNK, 2^16 elements), so a list of one huge and many small tensors still
+// small (plan.py: CHUNK, 2^16 elements), so a list of one huge and many small tensors still
 // spreads over every block; the grid is one resident wave, as for rmsprop_kernel.
 template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
 __global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
     const long long* __restrict__ tensors, const long long* __restrict__ chunks, long long n_chunks,
-    typename Precision<P>::T lr, typename Precision<P>::T alpha,
-    typename Precision<P>::T one_minus_alpha, typename Precision<P>::T eps,
-    typename Precision<P>::T weight_decay, typename Precision<P>::T momentum,
-    typename Precision<P>::T lerp_weight, typename Precision<P>::T bias_correction,
-    int maximize, int weight_decay_mode, int centered_mode, int eps_in_sqrt, int bias_corrected,
-    int momentum_mode) {
+    const RuleArgs<typename Precision<P>::T> rule) {
     using T = typename Precision<P>::T;
-    const T k[N_SCALARS] = {lr, alpha, one_minus_alpha, eps, weight_decay, momentum, lerp_weight,
-                            bias_correction};
-    const int m[N_MODES] = {maximize, weight_decay_mode, centered_mode, eps_in_sqrt,
-                            bias_corrected, momentum_mode};
     for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {
         const long long* chunk = chunks + c * N_CHUNK_FIELDS;
         const long long* row = tensors + chunk[TENSOR] * N_COLUMNS;
         // 64-bit offsets move the pointers to the chunk's start; within a chunk (< 2^31 elements,
-        // loader.py checks) int indices do, which saves the registers 64-bit ones would take.
+        // plan.py checks) int indices do, which saves the registers 64-bit ones would take.
         const long long at = chunk[BEGIN];
         P* param = address<P>(row[PARAM]) + at;
         const P* grad = address<const P>(row[GRAD]) + at;
@@ -330,7 +326,8 @@ __global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
         sweep<P, HAS_MOMENTUM, HAS_GRAD_AVG, int>(
             static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), param, grad, square_avg,
             momentum_buffer, grad_avg, 0, static_cast<int>(chunk[VEC_BEGIN] - at),
-            static_cast<int>(chunk[VEC_END] - at), static_cast<int>(chunk[END] - at), k, m);
+            static_cast<int>(chunk[VEC_END] - at), static_cast<int>(chunk[END] - at), rule.k,
+            rule.m);
     }
 }
 
@@ -339,17 +336,14 @@ __global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
 // Every instance, for builds that compile the whole source (CMake's nvcc check, the host
 // emulation). CuPy instead names the one it needs (name_expressions), so it compiles only that.
 #ifdef FASTRMS_INSTANTIATE_ALL
-#define FASTRMS_INSTANCE(P, M, A) template __global__ void fastrms::rmsprop_kernel<P, M, A>(          \
-    P*, const P*, fastrms::Precision<P>::T*, fastrms::Precision<P>::T*, fastrms::Precision<P>::T*,  \
-    long long, long long, long long, long long, fastrms::Precision<P>::T, fastrms::Precision<P>::T, \
-    fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T,                   \
-    fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T, int, int, int,    \
-    int, int, int);
-#define FASTRMS_MULTI_INSTANCE(P, M, A) template __global__ void                                  \
-    fastrms::rmsprop_multi_kernel<P, M, A>(const long long*, const long long*, long long,            \
-    fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T,                   \
-    fastrms::Precision<P>::T, fastrms::Precision<P>::T, fastrms::Precision<P>::T,                   \
-    fastrms::Precision<P>::T, fastrms::Precision<P>::T, int, int, int, int, int, int);
+#define FASTRMS_INSTANCE(P, M, A)                                                          \
+    template __global__ void fastrms::rmsprop_kernel<P, M, A>(                             \
+        P*, const P*, fastrms::Precision<P>::T*, fastrms::Precision<P>::T*,                \
+        fastrms::Precision<P>::T*, long long, long long, long long, long long,             \
+        fastrms::RuleArgs<fastrms::Precision<P>::T>);
+#define FASTRMS_MULTI_INSTANCE(P, M, A)                                                    \
+    template __global__ void fastrms::rmsprop_multi_kernel<P, M, A>(                       \
+        const long long*, const long long*, long long, fastrms::RuleArgs<fastrms::Precision<P>::T>);
 #define FASTRMS_BOTH(P, M, A) FASTRMS_INSTANCE(P, M, A) FASTRMS_MULTI_INSTANCE(P, M, A)
 #define FASTRMS_INSTANCES(P) FASTRMS_BOTH(P, false, false) FASTRMS_BOTH(P, true, false)             \
     FASTRMS_BOTH(P, false, true) FASTRMS_BOTH(P, true, true)

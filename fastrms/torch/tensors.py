@@ -7,7 +7,7 @@ real views (re and im as two reals), as torch treats them.
 
 import torch
 
-from .._buffers import cuda_arrays
+from ..native import cuda_arrays
 
 _HOST_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
@@ -45,7 +45,7 @@ def _device_array(t):
     """A CuPy array over a CUDA tensor's own memory (complex as real pairs), on which fastrms
     launches on torch's current stream; the tensor itself where CuPy cannot load (the step's
     dispatch then says why it cannot run)."""
-    if t.device.type != "cuda":  # meta, xpu, mps...: refused, by name, by _buffers.native
+    if t.device.type != "cuda":  # meta, xpu, mps...: refused, by name, by fastrms.native
         return _real(t)
     try:
         arrays = cuda_arrays()

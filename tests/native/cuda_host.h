@@ -11,6 +11,11 @@
 
 #include <math.h>
 
+#include <cstddef>
+#include <cstring>
+#include <type_traits>
+#include <utility>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <vector_types.h>
@@ -40,6 +45,54 @@ void launch(unsigned grid, unsigned block, void (*kernel)(Params...), Args... ar
             kernel(args...);
         }
     }
+}
+
+// Parameter i's value from params[i], as the driver's cuLaunchKernel takes it: sizeof(T) bytes
+// copied from where params[i] points (CuPy points it at a NumPy scalar's or array's data).
+template <typename T>
+T parameter(const void* bytes) {
+    static_assert(std::is_trivially_copyable<T>::value, "kernel parameters are copied as bytes");
+    T value;
+    std::memcpy(&value, bytes, sizeof(T));
+    return value;
+}
+
+template <typename... Params, std::size_t... I>
+void launch_copied(unsigned grid, unsigned block, void (*kernel)(Params...), void* const* params,
+                   std::index_sequence<I...>) {
+    launch(grid, block, kernel, parameter<Params>(params[I])...);
+}
+
+// kernel<<<grid, block>>> with its arguments as cuLaunchKernel's kernelParams: params[i] points to
+// the bytes of parameter i. The kernel's own signature says how many bytes each one is.
+template <typename... Params>
+void launch_params(unsigned grid, unsigned block, void* const* params, void (*kernel)(Params...)) {
+    launch_copied(grid, block, kernel, params, std::index_sequence_for<Params...>{});
+}
+
+// The kernel's parameters, for the caller to check its arguments against: kinds[i] is 'p'
+// (pointer), 'i' / 'u' (signed / unsigned integer), 'f' (floating point) or 'V' (a struct), and
+// sizes[i] its size in bytes (as NumPy's dtype.kind and itemsize). Returns the count, or -1 if
+// there are more than `capacity`.
+template <typename T>
+constexpr char kind() {
+    return std::is_pointer<T>::value          ? 'p'
+           : std::is_floating_point<T>::value ? 'f'
+           : std::is_integral<T>::value       ? (std::is_signed<T>::value ? 'i' : 'u')
+                                              : 'V';
+}
+
+template <typename... Params>
+int signature(char* kinds, unsigned long long* sizes, int capacity, void (*)(Params...)) {
+    constexpr int count = sizeof...(Params);
+    if (count > capacity) return -1;
+    const char k[] = {kind<Params>()..., 0};
+    const unsigned long long s[] = {sizeof(Params)..., 0};
+    for (int i = 0; i < count; ++i) {
+        kinds[i] = k[i];
+        sizes[i] = s[i];
+    }
+    return count;
 }
 
 }  // namespace cuda_host

@@ -1,69 +1,87 @@
 """ctypes access to the host-emulated kernels (tests/native/host_kernels.cpp), launched with the
-plan that ``fastrms.cuda.loader`` makes for the real launch."""
+plan that ``fastrms.cuda.plan`` makes for the real launch, its arguments passed as CuPy passes
+them to the driver."""
 
 import ctypes
 
 import numpy as np
 
-from fastrms.cuda import loader
+from fastrms.cuda import plan, rule_args
 
-# The C type each kernel parameter has, by the NumPy type loader.kernel_args gives it.
-C_TYPES = {np.dtype(np.uint64): ctypes.c_void_p, np.dtype(np.int64): ctypes.c_longlong,
-           np.dtype(np.float32): ctypes.c_float, np.dtype(np.float64): ctypes.c_double,
-           np.dtype(np.int32): ctypes.c_int}
-
-
-def kernel_parameters(param_dtype):
-    """The C parameter types of ``rmsprop_kernel<P, ...>``, in rmsprop.cu's order."""
-    compute = ctypes.c_float if loader.compute_dtype(param_dtype) == np.float32 else ctypes.c_double
-    return [ctypes.c_void_p] * 5 + [ctypes.c_longlong] * 4 + [compute] * 8 + [ctypes.c_int] * 6
+# A kernel parameter's kind (host_kernels.cpp: cuda_host::signature) -> the NumPy kind of the
+# argument that fills it: pointers get addresses as np.uint64, a struct a structured array.
+NUMPY_KINDS = {"p": "u", "i": "i", "u": "u", "f": "f", "V": "V"}
+MAX_PARAMETERS = 32
 
 
-def multi_kernel_parameters(param_dtype):
-    """The C parameter types of ``rmsprop_multi_kernel<P, ...>``, in rmsprop.cu's order."""
-    compute = ctypes.c_float if loader.compute_dtype(param_dtype) == np.float32 else ctypes.c_double
-    return [ctypes.c_void_p] * 2 + [ctypes.c_longlong] + [compute] * 8 + [ctypes.c_int] * 6
+def argument_bytes(arg):
+    """``(address, keep-alive)``: where the bytes of one argument are, as CuPy points
+    cuLaunchKernel at them (cupy/cuda/function.pyx, ``_pointer``): a NumPy array of size one at its
+    own data (``CNumpyArray``: how a struct goes by value), a NumPy scalar at a copy of its value in
+    its own dtype (``CScalar``)."""
+    if isinstance(arg, np.ndarray):
+        assert arg.size == 1, "CuPy passes only NumPy arrays of size one by value"
+        return arg.__array_interface__["data"][0], arg
+    value = np.array(arg)  # a NumPy scalar: its own dtype, its own bytes
+    return value.ctypes.data, value
 
 
 class HostKernels:
     def __init__(self, path):
         self.lib = ctypes.CDLL(str(path))
         self._by_name = {}
-        for dtype in loader.CXX_TYPES:
+        for dtype in plan.CXX_TYPES:
             for m in (False, True):
                 for a in (False, True):
-                    for kind, name, parameters in (
-                            ("", loader.kernel_name, kernel_parameters),
-                            ("multi_", loader.multi_kernel_name, multi_kernel_parameters)):
-                        fn = getattr(self.lib, f"fastrms_host_{kind}{dtype.name}_{int(m)}{int(a)}")
-                        fn.restype = None
-                        fn.argtypes = [ctypes.c_uint, ctypes.c_uint] + parameters(dtype)
-                        self._by_name[name(dtype, m, a)] = (fn, parameters(dtype))
+                    for kind, name in (("single", plan.kernel_name),
+                                       ("multi", plan.multi_kernel_name)):
+                        entry = f"fastrms_host_{kind}_{dtype.name}_{int(m)}{int(a)}"
+                        self._by_name[name(dtype, m, a)] = (self._entry(entry),
+                                                            self._signature(entry))
+
+    def _entry(self, entry):
+        fn = getattr(self.lib, entry)
+        fn.restype = None
+        fn.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
+        return fn
+
+    def _signature(self, entry):
+        """``[(kind, size)]``: the kernel's parameters, from its compiled signature."""
+        fn = getattr(self.lib, entry + "_signature")
+        fn.restype = ctypes.c_int
+        kinds = ctypes.create_string_buffer(MAX_PARAMETERS)
+        sizes = (ctypes.c_ulonglong * MAX_PARAMETERS)()
+        count = fn(kinds, sizes, MAX_PARAMETERS)
+        assert 0 <= count <= MAX_PARAMETERS, entry
+        return [(kinds.raw[i:i + 1].decode(), sizes[i]) for i in range(count)]
 
     def launch(self, launch, args=None):
-        """Run ``launch`` (a ``loader.Launch``, or a ``loader.MultiLaunch`` with its ``args``),
-        refusing arguments not typed as the kernel's."""
-        fn, expected = self._by_name[launch.name]
+        """Run ``launch`` (a ``plan.Launch``, or a ``plan.MultiLaunch`` with its ``args``),
+        refusing arguments not typed as the kernel's parameters."""
+        fn, parameters = self._by_name[launch.name]
         args = launch.args if args is None else args
-        assert len(args) == len(expected), f"{len(args)} args, kernel has {len(expected)}"
-        values = []
-        for i, (arg, c_type) in enumerate(zip(args, expected)):
-            packed = C_TYPES.get(np.asarray(arg).dtype)
-            assert packed is c_type, f"argument {i} packed as {type(arg).__name__}, kernel has {c_type}"
-            values.append(arg.item())
-        fn(launch.grid, launch.block, *values)
+        assert len(args) == len(parameters), f"{len(args)} args, kernel has {len(parameters)}"
+        pointers, alive = (ctypes.c_void_p * len(args))(), []
+        for i, (arg, (kind, size)) in enumerate(zip(args, parameters)):
+            dtype = np.asarray(arg).dtype
+            assert (dtype.kind, dtype.itemsize) == (NUMPY_KINDS[kind], size), \
+                f"argument {i} packed as {dtype}, kernel has a {size}-byte {kind!r}"
+            assert kind != "V" or dtype in rule_args.DTYPES.values(), f"argument {i}: {dtype}"
+            pointers[i], keep = argument_bytes(arg)
+            alive.append(keep)
+        fn(launch.grid, launch.block, pointers)
 
     def step(self, rule, step, param, grad, square_avg, momentum_buffer=None, grad_avg=None,
              multiprocessors=2):
         """One step on host arrays, planned exactly as fastrms.cuda.backend.update plans it."""
         buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
         addresses = tuple(None if b is None else b.ctypes.data for b in buffers)
-        launch = loader.plan(param.dtype, addresses, param.size, rule, step, multiprocessors)
+        launch = plan.plan(param.dtype, addresses, param.size, rule, step, multiprocessors)
         self.launch(launch)
         return launch
 
     def step_many(self, rule, step, params, grads, square_avgs, momentum_buffers=None,
-                  grad_avgs=None, multiprocessors=2, chunk=loader.CHUNK):
+                  grad_avgs=None, multiprocessors=2, chunk=plan.CHUNK):
         """One step on lists of host arrays, planned and packed as fastrms.cuda.backend.update_many
         does it (the tables stay in host memory, where the emulated kernel reads them). Returns the
         plan (None when every tensor is empty: nothing launched)."""
@@ -71,11 +89,9 @@ class HostKernels:
         table = np.array([[0 if c is None else c[j].ctypes.data for c in columns]
                           for j in range(len(params))], dtype=np.int64)
         sizes = np.array([p.size for p in params], dtype=np.int64)
-        launch = loader.multi_plan(params[0].dtype, table, sizes, rule, step, multiprocessors,
-                                   chunk)
+        launch = plan.multi_plan(params[0].dtype, table, sizes, rule, step, multiprocessors, chunk)
         if launch is not None:
-            args = loader.multi_kernel_args(launch.descriptors.ctypes.data, launch.n_tensors,
-                                            launch.n_chunks, launch.scalars, launch.modes,
-                                            params[0].dtype)
-            self.launch(launch, args)
+            self.launch(launch, plan.multi_kernel_args(launch.descriptors.ctypes.data,
+                                                       launch.n_tensors, launch.n_chunks,
+                                                       launch.rule_args))
         return launch

@@ -1,37 +1,29 @@
-// fastrms/cuda/rmsprop.cu compiled for the host (cuda_host.h), with one C entry point per kernel
-// instance for ctypes: fastrms_host_<dtype>_<has momentum buffer><has grad_avg>(grid, block,
-// then the kernel's own arguments in its order), and fastrms_host_multi_<...> likewise for the
-// multi-tensor kernel (its tables are host memory here). tests/test_cuda_host_emulation.py calls these
-// with the arguments fastrms/cuda/loader.py packs for the real launch.
+// fastrms/cuda/rmsprop.cu compiled for the host (cuda_host.h), as the loader joins it (rmsprop.cu
+// and the RuleArgs layout check: rmsprop_source.cu, written by the CMake build from
+// fastrms.cuda.loader.source()). Two C entry points per kernel instance, for ctypes:
+//   fastrms_host_<kernel>_<dtype>_<has momentum buffer><has grad_avg>(grid, block, params)
+//     launches it with params as cuLaunchKernel takes them (params[i] points to argument i's bytes:
+//     tests/native/emulation.py points them where CuPy does, at the NumPy values the plan holds);
+//   fastrms_host_<...>_signature(kinds, sizes, capacity): its parameters' kinds and sizes, which
+//     emulation.py checks the arguments against (a mistyped argument is refused).
+// <kernel> is "single" (rmsprop_kernel) or "multi" (rmsprop_multi_kernel; its tables are host
+// memory here). Nothing here spells a kernel parameter: the kernels' own signatures say them.
 #include "cuda_host.h"
 
-#include "rmsprop.cu"
+#include "rmsprop_source.cu"
 
-#define HOST_ENTRY(NAME, P, M, A)                                                                 \
-    extern "C" void fastrms_host_##NAME(                                                          \
-        unsigned grid, unsigned block, P* param, const P* grad, fastrms::Precision<P>::T* s,      \
-        fastrms::Precision<P>::T* b, fastrms::Precision<P>::T* a, long long begin,                \
-        long long vec_begin, long long vec_end, long long end, fastrms::Precision<P>::T k0,       \
-        fastrms::Precision<P>::T k1, fastrms::Precision<P>::T k2, fastrms::Precision<P>::T k3,    \
-        fastrms::Precision<P>::T k4, fastrms::Precision<P>::T k5, fastrms::Precision<P>::T k6,    \
-        fastrms::Precision<P>::T k7, int m0, int m1, int m2, int m3, int m4, int m5) {            \
-        cuda_host::launch(grid, block, fastrms::rmsprop_kernel<P, M, A>, param, grad, s, b, a,    \
-                          begin, vec_begin, vec_end, end, k0, k1, k2, k3, k4, k5, k6, k7, m0, m1, \
-                          m2, m3, m4, m5);                                                        \
+#define HOST_ENTRY(NAME, ...)                                                                  \
+    extern "C" void fastrms_host_##NAME(unsigned grid, unsigned block, void* const* params) {  \
+        cuda_host::launch_params(grid, block, params, __VA_ARGS__);                            \
+    }                                                                                          \
+    extern "C" int fastrms_host_##NAME##_signature(char* kinds, unsigned long long* sizes,     \
+                                                   int capacity) {                             \
+        return cuda_host::signature(kinds, sizes, capacity, __VA_ARGS__);                      \
     }
 
-#define HOST_MULTI_ENTRY(NAME, P, M, A)                                                           \
-    extern "C" void fastrms_host_multi_##NAME(                                                    \
-        unsigned grid, unsigned block, const long long* tensors, const long long* chunks,         \
-        long long n_chunks, fastrms::Precision<P>::T k0, fastrms::Precision<P>::T k1,             \
-        fastrms::Precision<P>::T k2, fastrms::Precision<P>::T k3, fastrms::Precision<P>::T k4,    \
-        fastrms::Precision<P>::T k5, fastrms::Precision<P>::T k6, fastrms::Precision<P>::T k7,    \
-        int m0, int m1, int m2, int m3, int m4, int m5) {                                         \
-        cuda_host::launch(grid, block, fastrms::rmsprop_multi_kernel<P, M, A>, tensors, chunks,   \
-                          n_chunks, k0, k1, k2, k3, k4, k5, k6, k7, m0, m1, m2, m3, m4, m5);      \
-    }
-
-#define HOST_BOTH(NAME, P, M, A) HOST_ENTRY(NAME, P, M, A) HOST_MULTI_ENTRY(NAME, P, M, A)
+#define HOST_BOTH(NAME, P, M, A)                                    \
+    HOST_ENTRY(single_##NAME, fastrms::rmsprop_kernel<P, M, A>)     \
+    HOST_ENTRY(multi_##NAME, fastrms::rmsprop_multi_kernel<P, M, A>)
 
 #define HOST_ENTRIES(NAME, P)                 \
     HOST_BOTH(NAME##_00, P, false, false)     \

@@ -8,6 +8,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,8 +46,10 @@ def cuda_include_dir():
 
 @functools.lru_cache(maxsize=1)
 def configure():
-    """Configure CMakeLists.txt into ``BUILD_DIR``; ``(ok, log)``."""
-    return _run(["cmake", "-S", str(ROOT), "-B", str(BUILD_DIR), "-DCMAKE_BUILD_TYPE=Release"])
+    """Configure CMakeLists.txt into ``BUILD_DIR``; ``(ok, log)``. The build runs this Python
+    (with NumPy) to write the source CuPy compiles (``fastrms.cuda.loader``)."""
+    return _run(["cmake", "-S", str(ROOT), "-B", str(BUILD_DIR), "-DCMAKE_BUILD_TYPE=Release",
+                 f"-DPython3_EXECUTABLE={sys.executable}"])
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,0 +1,266 @@
+"""Every check of a step's input, in one place: the hyperparameters, the state buffers the rule
+needs, and the buffers themselves (dtype, shape, contiguity, writeable, no overlaps).
+
+A single buffer set is checked as a list of one, by the same code as a multi-tensor call; only
+the error messages differ (``param`` instead of ``param[0]``). Every check runs before anything
+is written, so a call that raises leaves every buffer exactly as it was.
+"""
+
+import math
+import weakref
+
+import numpy as np
+
+from ._buffers import NAMES
+
+GRAD = NAMES.index("grad")  # the one buffer that is read and never written
+
+
+# ---------------------------------------------------------------------------------------------
+# Hyperparameters (``fastrms._spec.Rule`` calls this once, when it is built).
+
+REAL_FIELDS = ("lr", "alpha", "eps", "momentum", "weight_decay", "initial_scale")
+
+
+def check_hyperparameters(rule):
+    """Refuse a rule whose numbers are not finite and >= 0, or whose flags contradict."""
+    for name in REAL_FIELDS:
+        value = getattr(rule, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
+    if rule.alpha > 1:
+        raise ValueError(f"alpha must lie in [0, 1], got {rule.alpha!r}")
+    if rule.alpha == 1 and rule.eps == 0:
+        raise ValueError("alpha=1 never updates square_avg; with eps=0 it divides by zero")
+    if rule.nesterov and not rule.lr_in_momentum:
+        raise ValueError("nesterov=True requires lr_in_momentum=True (optax's form)")
+    if rule.nesterov and rule.momentum == 0:
+        raise ValueError("nesterov=True requires momentum > 0")
+
+
+def check_step(rule, step):
+    """With bias correction, ``step`` must be the 1-based index of this step."""
+    if rule.bias_correction and (isinstance(step, bool) or not isinstance(step, int) or step < 1):
+        raise ValueError(f"bias_correction needs step, the 1-based index of this step; got {step!r}")
+
+
+def check_state_matches(rule, momentum_buffer, grad_avg):
+    """The optional state buffers are given exactly when the rule uses them."""
+    if (rule.momentum != 0) != (momentum_buffer is not None):
+        raise ValueError(
+            "momentum > 0 needs a momentum_buffer" if momentum_buffer is None
+            else "momentum_buffer given but momentum is 0: pass momentum > 0, or no buffer"
+        )
+    if rule.centered != (grad_avg is not None):
+        raise ValueError(
+            "centered=True needs a grad_avg buffer" if grad_avg is None
+            else "grad_avg given but centered is False: pass centered=True, or no buffer"
+        )
+
+
+def check_present(columns, listed):
+    """param, grad and square_avg are given; no element of a list is None."""
+    for i, column in enumerate(columns):
+        if column is None:
+            if i <= NAMES.index("square_avg"):
+                raise TypeError(f"{NAMES[i]} is None, but a step needs a {NAMES[i]} buffer")
+            continue
+        if listed:
+            for j, a in enumerate(column):
+                if a is None:
+                    raise TypeError(f"{NAMES[i]}[{j}] is None, but a step needs a buffer there")
+
+
+def check_lists(columns):
+    """``columns`` (a ``Buffers`` of lists, from a multi-tensor call) are lists of one length."""
+    n = len(columns.param)
+    for i, column in enumerate(columns):
+        if column is None:  # check_present refuses the required ones
+            continue
+        if not isinstance(column, (list, tuple)):
+            raise TypeError(f"param is a list, so {NAMES[i]} must be a list too, "
+                            f"got {type(column).__name__}")
+        if len(column) != n:
+            raise ValueError(f"{len(column)} {NAMES[i]} buffers for {n} params")
+
+
+def refuse_tracked(tensor, name):
+    """Refuse, as torch does, an in-place update of a tensor that requires grad while grad mode
+    is on (an optimizer's step runs under ``torch.no_grad()``); grads are only read."""
+    import torch  # only torch tensors require grad
+
+    if name != "grad" and torch.is_grad_enabled():
+        what = "a leaf Variable" if tensor.is_leaf else "a tensor"
+        raise RuntimeError(
+            f"{name}: {what} that requires grad is being used in an in-place operation "
+            "(fastrms updates it in place); run the step under torch.no_grad(), as torch's "
+            "optimizers do"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The buffers, once they are native arrays (NumPy on the host, CuPy on a GPU).
+
+def check_buffers(backend, rule, columns, listed):
+    """Refuse, naming the argument, whatever ``backend`` cannot update in place.
+
+    ``columns`` is a ``Buffers`` of lists of native arrays (``None`` for an absent column); a
+    single buffer set is a list of one, named without an index unless ``listed``. Returns the
+    pointer table (int64 ``[n, 5]`` data addresses, 0 where absent) and the sizes of a
+    multi-tensor call, or None for a single buffer set (its backends take the arrays).
+    Column by column, in plain lists: a hundred tensors cost ~1 µs each to check.
+    """
+    params = columns.param
+    dtypes = [p.dtype for p in params]
+    for j, dtype in enumerate(dtypes):
+        if dtype not in backend.DTYPES:
+            refuse_dtype(backend, _name(0, j, listed), dtype)
+    shapes = [p.shape for p in params]
+    state_dtypes = [rule.state_dtype(d) for d in dtypes]
+    for i, column in enumerate(columns):
+        if column is None:
+            continue
+        wants = dtypes if i <= GRAD else state_dtypes
+        written = i != GRAD
+        for j, (a, want, shape) in enumerate(zip(column, wants, shapes)):
+            flags = a.flags
+            # One combined test on the hot path; ``refuse`` works out what is wrong.
+            if a.dtype != want or a.shape != shape or not flags.c_contiguous \
+                    or (written and not getattr(flags, "writeable", True)):
+                refuse(_name(i, j, listed), a, want, dtypes[j], shape, written)
+    if not listed:
+        if params[0].size:
+            _check_disjoint_set([None if c is None else c[0] for c in columns])
+        return None
+    table = np.array([[0] * len(params) if c is None else [_address(a) for a in c]
+                      for c in columns], dtype=np.int64).T.copy()
+    itemsizes = np.array([[0] * len(params) if c is None else [a.itemsize for a in c]
+                          for c in columns], dtype=np.int64).T
+    sizes = np.array([p.size for p in params], dtype=np.int64)
+    _check_disjoint_table(table, sizes, itemsizes)
+    return table, sizes
+
+
+def _name(i, j, listed):
+    return f"{NAMES[i]}[{j}]" if listed else NAMES[i]
+
+
+def refuse_dtype(backend, name, dtype):
+    supported = ", ".join(sorted(d.name for d in backend.DTYPES))
+    raise TypeError(f"{name} has dtype {dtype}, which backend {backend.NAME!r} does not support "
+                    f"(it takes {supported})")
+
+
+def refuse(name, a, want, param_dtype, shape, written):
+    """Raise the error that says what is wrong with buffer ``name``."""
+    if a.dtype != want:
+        raise TypeError(f"{name} has dtype {a.dtype}, expected {want} for {param_dtype} params")
+    if a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected the param's shape {shape}")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (fastrms updates buffers in place)")
+    if written and not getattr(a.flags, "writeable", True):
+        raise ValueError(f"{name} is read-only, but fastrms updates it in place")
+
+
+def refuse_read_only_interface(name):
+    """A read-only ``__cuda_array_interface__`` buffer may only be the grad."""
+    if name != "grad":
+        raise ValueError(f"{name} is read-only, but fastrms updates it in place")
+
+
+# ---------------------------------------------------------------------------------------------
+# No written buffer (param, state) may overlap another buffer; grads may share memory.
+
+# Sets of buffers found disjoint, keyed by their ids and held weakly: a training loop passes the
+# same few sets every step (a benchmark alternating two grads, two sets), and an ndarray's byte
+# range cannot change while the object lives, so the pairwise test (a third of a small call's
+# cost) runs once per set. A dead weakref (an id reused by a new array) is a miss.
+_disjoint_sets = {}
+_DISJOINT_KEPT = 16
+
+
+def _check_disjoint_set(arrays):
+    key = tuple(map(id, arrays))
+    refs = _disjoint_sets.get(key)
+    if refs is not None and all(r is None or r() is not None for r in refs):
+        return
+    # C-contiguous buffers overlap exactly when their byte ranges do, so the cheap bounds test of
+    # may_share_memory is exact here. grad is only read, but must not overlap a written buffer.
+    present = [(n, a) for n, a in zip(NAMES, arrays) if a is not None]
+    host = isinstance(arrays[0], np.ndarray)
+    may_share = np.may_share_memory if host else _byte_ranges_overlap
+    for i, (name_i, a_i) in enumerate(present):
+        for name_j, a_j in present[i + 1:]:
+            if a_i is a_j or may_share(a_i, a_j):
+                raise ValueError(f"{name_i} and {name_j} overlap in memory; each must be its own buffer")
+    if host:
+        if len(_disjoint_sets) >= _DISJOINT_KEPT:
+            _disjoint_sets.clear()
+        _disjoint_sets[key] = tuple(None if a is None else weakref.ref(a) for a in arrays)
+
+
+def _byte_ranges_overlap(a, b):
+    """Whether two CuPy arrays' byte ranges overlap: exact for C-contiguous ones."""
+    a_start, b_start = a.data.ptr, b.data.ptr
+    return a_start < b_start + b.nbytes and b_start < a_start + a.nbytes
+
+
+_address_cache = {}  # id(array) -> (weakref, address, nbytes): reading an address costs ~1 µs
+
+
+def _address(a):
+    """The address of ``a``'s first element (NumPy: cached per live array object)."""
+    if type(a) is not np.ndarray:
+        return a.data.ptr  # CuPy
+    key = id(a)
+    entry = _address_cache.get(key)
+    if entry is not None and entry[0]() is a and entry[2] == a.nbytes:
+        return entry[1]
+    address = a.__array_interface__["data"][0]
+    _address_cache[key] = (weakref.ref(a, lambda _, key=key: _address_cache.pop(key, None)),
+                           address, a.nbytes)
+    return address
+
+
+# The last (table, sizes, itemsizes) found disjoint: loops pass the same each step. The byte
+# extents depend on all three (float64 views at float32 buffers' addresses can overlap).
+_last_disjoint_table = None
+
+
+def _check_disjoint_table(table, sizes, itemsizes):
+    """The multi-tensor overlap test: sorted byte intervals, one pass."""
+    global _last_disjoint_table
+    last = _last_disjoint_table
+    if last is not None and all(np.array_equal(a, b) for a, b in zip(last, (table, sizes, itemsizes))):
+        return
+    nbytes = sizes[:, None] * itemsizes
+    present = nbytes > 0
+    written = present.copy()
+    written[:, GRAD] = False
+    starts, ends = table[written], table[written] + nbytes[written]
+    order = np.argsort(starts, kind="stable")
+    starts, ends = starts[order], ends[order]
+    if starts.size > 1 and (starts[1:] < np.maximum.accumulate(ends)[:-1]).any():
+        raise ValueError(_overlap_message(table, nbytes, present))
+    grads = present[:, GRAD]
+    g_starts, g_ends = table[grads, GRAD], table[grads, GRAD] + nbytes[grads, GRAD]
+    # Written intervals are now sorted and disjoint: the one starting last before a grad's end
+    # is the only one that can overlap it.
+    before = np.searchsorted(starts, g_ends, side="left") - 1
+    if ((before >= 0) & (ends[np.maximum(before, 0)] > g_starts)).any():
+        raise ValueError(_overlap_message(table, nbytes, present))
+    _last_disjoint_table = (table.copy(), sizes.copy(), itemsizes.copy())
+
+
+def _overlap_message(table, nbytes, present):
+    """Name one overlapping pair (the slow pairwise search runs only to report an error)."""
+    spans = [(f"{NAMES[i]}[{j}]", table[j, i], table[j, i] + nbytes[j, i], i == GRAD)
+             for j, i in zip(*np.nonzero(present))]
+    for p, (name_p, start_p, end_p, read_p) in enumerate(spans):
+        for name_q, start_q, end_q, read_q in spans[p + 1:]:
+            if start_p < end_q and start_q < end_p and not (read_p and read_q):
+                return f"{name_p} and {name_q} overlap in memory; each must be its own buffer"
+    return "buffers overlap in memory; each must be its own buffer"
