@@ -1,6 +1,7 @@
-"""Loss-curve spread over 100 steps, all 128 option combinations of tests/test_torch_adapter.py:
+"""Loss-curve spread over 100 steps, all 128 option combinations of the adapter's tests:
 fastrms.torch.RMSprop against torch.optim.RMSprop on one device, and torch's own implementations
-against each other (for-loop vs foreach there; torch on the CPU vs torch on the device).
+against each other (for-loop vs foreach there; torch on the CPU vs torch on the device). The
+model, data, options and measure are the tests' own, from ``fastrms.torch.curves``.
 
     python bench/loss_curve_spread.py [--device cuda]
 
@@ -10,16 +11,12 @@ tests cites. (Not a pytest file: it runs ~4 × 128 × 100 training steps.)
 """
 
 import argparse
-import pathlib
-import sys
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "tests"))
-import test_torch_adapter as t  # noqa: E402  (the tests' model, data and options)
-
-from fastrms.torch import RMSprop  # noqa: E402
+from fastrms.torch import RMSprop
+from fastrms.torch import curves as t  # the tests' model, data, options and measure
 
 
 def main(argv=None):

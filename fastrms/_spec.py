@@ -12,6 +12,7 @@ import numpy as np
 
 from . import rule as R
 from . import validate
+from .dtypes import state_dtype
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,12 +90,6 @@ class Rule:
         except KeyError:
             state = self._state_dtypes[param_dtype] = state_dtype(param_dtype)
             return state
-
-
-def state_dtype(param_dtype):
-    """The state (and compute) dtype: float32 for half-precision params, else the params' own."""
-    dtype = np.dtype(param_dtype)
-    return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
 
 
 RULE_FIELDS = tuple(f.name for f in fields(Rule))

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 from ._spec import CONVENTIONS, rule_for
+from .dtypes import state_dtype
 from .functional import apply
 from .state import RMSpropState, full_like
 
@@ -47,7 +48,7 @@ class RMSprop:
     def init(self, param):
         """Fresh state for ``param``: buffers of its kind, device and shape, step 0."""
         rule = self.rule
-        dtype = rule.state_dtype(_dtype_of(param))
+        dtype = state_dtype(param.dtype)  # torch's for torch params, else NumPy's
         return RMSpropState(
             square_avg=full_like(param, rule.initial_scale, dtype),
             momentum_buffer=full_like(param, 0.0, dtype) if rule.momentum != 0 else None,
@@ -63,15 +64,3 @@ class RMSprop:
 
     def __repr__(self):
         return f"RMSprop(convention={self.convention!r}, {self.rule})"
-
-
-def _dtype_of(param):
-    """``param``'s dtype as NumPy's; for torch's bfloat16 a same-size stand-in (float16): only the
-    size decides the state dtype, and NumPy has no bfloat16 without ml_dtypes."""
-    import numpy as np
-
-    dtype = param.dtype
-    if type(dtype).__module__.startswith("torch"):
-        name = str(dtype).removeprefix("torch.")
-        return np.dtype(np.float16 if name == "bfloat16" else name)
-    return np.dtype(dtype)

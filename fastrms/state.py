@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from .dtypes import array_kind, is_bfloat16, numpy_dtype, state_dtype, torch_dtype
+
 STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 
 
@@ -46,29 +48,23 @@ class RMSpropState:
         step = float(to_numpy(d["step"]))
         if not math.isfinite(step) or step != int(step) or step < 0:
             raise ValueError(f"state dict's step must be a whole number >= 0, got {step}")
-        dtype = None
-        if like is not None:
-            from ._spec import state_dtype
-            from .optimizer import _dtype_of
-
-            dtype = state_dtype(_dtype_of(like))
+        dtype = None if like is None else state_dtype(like.dtype)
         arrays = {k: copy_like(d[k], like, dtype) for k in STATE_KEYS if d.get(k) is not None}
         return cls(step=int(step), **arrays)
 
 
 def _kind(x):
-    module = type(x).__module__.split(".")[0]
-    return module if module in ("torch", "cupy") else "numpy"
+    return array_kind(x) or "numpy"
 
 
 def full_like(param, fill, dtype):
-    """A new buffer of ``param``'s shape, kind and device, holding ``fill``, of NumPy ``dtype``."""
+    """A new buffer of ``param``'s shape, kind and device, holding ``fill``, of ``dtype`` (NumPy's,
+    or torch's for a torch ``param``)."""
     kind = _kind(param)
     if kind == "torch":
         import torch
 
-        torch_dtype = getattr(torch, np.dtype(dtype).name)
-        return torch.full(tuple(param.shape), fill, dtype=torch_dtype, device=param.device)
+        return torch.full(tuple(param.shape), fill, dtype=torch_dtype(dtype), device=param.device)
     if kind == "cupy":
         import cupy
 
@@ -82,7 +78,7 @@ def to_numpy(x):
     kind = _kind(x)
     if kind == "torch":
         x = x.detach().cpu()
-        if str(x.dtype) == "torch.bfloat16":  # no NumPy bfloat16: widen (exact) to float32
+        if is_bfloat16(x.dtype):  # torch hands NumPy no bfloat16: widen (exact) to float32
             x = x.float()
         return x.numpy().copy()
     if kind == "cupy":
@@ -92,10 +88,10 @@ def to_numpy(x):
 
 def copy_like(value, like, dtype=None):
     """A C-contiguous copy of ``value`` of ``like``'s kind and device (NumPy when ``like`` is
-    None), cast to ``dtype`` when given."""
+    None), cast to ``dtype`` (NumPy's or torch's) when given."""
     host = to_numpy(value)
     if dtype is not None:
-        host = host.astype(dtype)
+        host = host.astype(numpy_dtype(dtype))
     kind = _kind(like) if like is not None else "numpy"
     if kind == "torch":
         import torch

@@ -11,8 +11,8 @@ import sys
 import cupy
 import numpy as np
 
+from ..dtypes import numpy_dtype as torch_dtype_to_numpy  # torch dtype -> NumPy's (bfloat16 too)
 from ..validate import refuse_read_only_interface
-from .loader import bfloat16
 
 
 class TorchCudaArray(cupy.ndarray):
@@ -66,18 +66,6 @@ def from_torch(tensor):
     strides = tuple(s * dtype.itemsize for s in tensor.stride())
     return wrap(tensor.data_ptr(), tuple(tensor.shape), strides, dtype, tensor.device.index,
                 owner=tensor, cls=TorchCudaArray)
-
-
-def torch_dtype_to_numpy(torch_dtype):
-    name = str(torch_dtype).removeprefix("torch.")
-    if name == "bfloat16":
-        if bfloat16 is None:
-            raise TypeError("bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)")
-        return np.dtype(bfloat16)
-    try:
-        return np.dtype(name)
-    except TypeError:
-        raise TypeError(f"torch dtype {torch_dtype} has no NumPy equivalent") from None
 
 
 def wrap(address, shape, strides, dtype, device_id, owner, cls=cupy.ndarray):

@@ -1,0 +1,56 @@
+"""A param's optimizer state as torch lays it out: its buffers, in the state dtype, and its step
+count, a 0-d view of one tensor of step counters per group (or flat group).
+
+``self.state[p]`` holds ``"step"`` (a float tensor, torch's step-counter dtype) and the buffers
+the rule needs, under torch's names: ``square_avg`` always, ``momentum_buffer`` with momentum,
+``grad_avg`` when centered.
+"""
+
+import torch
+
+from ..dtypes import state_dtype
+from ..state import STATE_KEYS as STATE_BUFFERS
+
+try:  # torch's step-counter dtype (float32, or float64 under a float64 default dtype)
+    from torch.optim.optimizer import _get_scalar_dtype
+except ImportError:  # pragma: no cover - older/newer torch
+    def _get_scalar_dtype():
+        return torch.float32
+
+
+def _state_names(rule):
+    """The state buffers ``rule`` reads and writes."""
+    return tuple(n for n, on in zip(STATE_BUFFERS, (True, rule.momentum != 0, rule.centered)) if on)
+
+
+def _state_of(state, p, group):
+    """``self.state[p]`` (passed as ``state``), created as torch creates it (and completed if the
+    group changed; its buffers moved to the param's device and state dtype if the param moved)."""
+    if len(state) == 0:
+        state["step"] = torch.zeros((), dtype=_get_scalar_dtype())
+    if not torch.is_tensor(state["step"]):
+        state["step"] = torch.tensor(float(state["step"]), dtype=_get_scalar_dtype())
+    dtype = state_dtype(p.dtype)
+    for key, wanted in zip(STATE_BUFFERS, (True, group["momentum"] > 0, group["centered"])):
+        if not wanted:
+            continue
+        buffer = state.get(key)
+        if buffer is None:
+            state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.contiguous_format)
+        elif buffer.dtype != dtype or buffer.device != p.device or not buffer.is_contiguous() \
+                or buffer.shape != p.shape:
+            state[key] = buffer.to(device=p.device, dtype=dtype).contiguous().reshape(p.shape)
+    return state
+
+
+def _step_counters(n):
+    """A tensor of ``n`` step counters and its 0-d views (``state[p]["step"]`` of each param)."""
+    steps = torch.zeros(n, dtype=_get_scalar_dtype())
+    return steps, [steps[j] for j in range(n)]
+
+
+def _adopt_step(state, view):
+    """Make ``state["step"]`` the 0-d view ``view`` of a step block, keeping its count."""
+    if state.get("step") is not view:
+        view.fill_(float(state.get("step", 0)))
+        state["step"] = view

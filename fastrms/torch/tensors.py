@@ -1,0 +1,54 @@
+"""Tensors as what ``fastrms.functional.apply`` takes, and the checks on params and gradients.
+
+A CPU tensor becomes a NumPy array over its own memory, a CUDA tensor a CuPy array over its own
+memory (``fastrms.cuda.arrays``), launched on torch's current stream; complex tensors go as their
+real views (re and im as two reals), as torch treats them.
+"""
+
+import torch
+
+from ..native import cuda_arrays
+
+_HOST_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+
+
+def _checked_grad(p):
+    grad = p.grad
+    if grad.layout is not torch.strided:  # sparse (COO, CSR, ...) layouts
+        raise RuntimeError("RMSprop does not support sparse gradients")
+    return grad
+
+
+def _check_dtype(p):
+    if p.device.type == "cpu" and p.dtype not in _HOST_DTYPES:
+        raise TypeError(f"fastrms.torch.RMSprop updates float32, float64, complex64 and complex128 "
+                        f"CPU params; got a {p.dtype} param of shape {tuple(p.shape)}")
+
+
+def _real(t):
+    """``t`` detached, complex tensors as their real view (torch's own treatment)."""
+    t = t.detach()
+    return torch.view_as_real(t) if t.is_complex() else t
+
+
+def _array_of(t):
+    """What ``apply`` takes for tensor ``t``: a NumPy (CPU) or CuPy (CUDA) array over its memory."""
+    return _host_array(t) if t.device.type == "cpu" else _device_array(t)
+
+
+def _host_array(t):
+    """A NumPy array over a CPU tensor's own memory (complex as real pairs)."""
+    return _real(t).numpy()
+
+
+def _device_array(t):
+    """A CuPy array over a CUDA tensor's own memory (complex as real pairs), on which fastrms
+    launches on torch's current stream; the tensor itself where CuPy cannot load (the step's
+    dispatch then says why it cannot run)."""
+    if t.device.type != "cuda":  # meta, xpu, mps...: refused, by name, by fastrms.native
+        return _real(t)
+    try:
+        arrays = cuda_arrays()
+    except Exception:  # noqa: BLE001 - CuPy missing or broken: reported by dispatch
+        return _real(t)
+    return arrays.from_torch(_real(t))
