@@ -6,6 +6,7 @@ from ._spec import CONVENTIONS, rule_for
 from .dtypes import state_dtype
 from .functional import apply
 from .state import RMSpropState, full_like
+from .threads import check_count
 
 
 class RMSprop:
@@ -16,6 +17,8 @@ class RMSprop:
     the momentum buffer, the form of weight decay and of the centered average, the initial square
     average). Arguments you pass override the defaults; an argument that contradicts the formula
     of the convention is a ValueError. The update rule is documented in ``fastrms.rmsprop_update``.
+    ``threads``: CPU threads per step (default: ``fastrms.set_num_threads``, the environment, every
+    core; see ``fastrms.threads``).
 
     >>> opt = RMSprop(lr=0.01, alpha=0.9)
     >>> state = opt.init(param)        # buffers like param: same kind, device, dtype
@@ -25,7 +28,7 @@ class RMSprop:
     def __init__(self, lr=None, alpha=None, eps=None, *, convention="book", eps_in_sqrt=None,
                  momentum=None, lr_in_momentum=None, nesterov=None, centered=None,
                  weight_decay=None, decoupled_weight_decay=None, bias_correction=None,
-                 maximize=None, initial_scale=None, backend="auto"):
+                 maximize=None, initial_scale=None, backend="auto", threads=None):
         self.rule = rule_for(
             convention, lr=lr, alpha=alpha, eps=eps, eps_in_sqrt=eps_in_sqrt, momentum=momentum,
             lr_in_momentum=lr_in_momentum, nesterov=nesterov, centered=centered,
@@ -34,6 +37,7 @@ class RMSprop:
         )
         self.convention = CONVENTIONS[convention].name
         self.backend = backend
+        self.threads = None if threads is None else check_count(threads)
 
     @property
     def lr(self):
@@ -59,7 +63,7 @@ class RMSprop:
         """One in-place step; ``state.step`` is incremented first and counts from 1, like torch's."""
         t = state.step + 1
         apply(self.rule, param, grad, state.square_avg, state.momentum_buffer, state.grad_avg,
-              step=t, backend=self.backend)
+              step=t, backend=self.backend, threads=self.threads)
         state.step = t
 
     def __repr__(self):

@@ -7,16 +7,14 @@ result is computed, so an error leaves them untouched.
 
 import numpy as np
 
+from .dtypes import bfloat16_dtype
 from .rule import rmsprop_element
 
 NAME, PLACE = "numpy", "host"
-DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64))
-try:  # bfloat16 where ml_dtypes (NumPy's bfloat16, as torch and JAX use it) is installed
-    from ml_dtypes import bfloat16
-except ImportError:
-    pass
-else:  # as float16: computed in float32, rounded to nearest even by np.copyto
-    DTYPES |= {np.dtype(bfloat16)}
+# bfloat16 where ml_dtypes is installed: as float16, computed in float32 and rounded to nearest
+# even by np.copyto.
+DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64)) | (
+    {bfloat16_dtype()} if bfloat16_dtype() is not None else set())
 
 
 def availability():

@@ -13,11 +13,9 @@ from typing import NamedTuple
 import numpy as np
 
 from fastrms._spec import Rule
+from fastrms.dtypes import bfloat16_dtype
 
-try:
-    from ml_dtypes import bfloat16
-except ImportError:
-    bfloat16 = None
+bfloat16 = None if bfloat16_dtype() is None else bfloat16_dtype().type
 
 PARAM_DTYPES = [np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16)]
 if bfloat16 is not None:

@@ -166,7 +166,7 @@ def test_gamma_one_diverges_and_says_why(capsys):
 
 def test_concise_without_fastrms_torch_says_so(capsys, monkeypatch):
     pytest.importorskip("torch")
-    monkeypatch.setitem(sys.modules, "fastrms.torch", None)  # as if fastrms/torch.py were absent
+    monkeypatch.setitem(sys.modules, "fastrms.torch", None)  # as if fastrms/torch/ were absent
     code, _, err = run_cli(["concise", "--epochs", "1"], capsys)
     assert code == 1 and "fastrms.torch.RMSprop is not available" in err
 

@@ -117,3 +117,29 @@ def test_omp_num_threads_one_keeps_numbas_pool_off():
         print(backend._pool_started, fastrms.get_num_threads())
     """, OMP_NUM_THREADS="1")
     assert out == ["False", "1"]
+
+
+def test_torch_adapter_follows_torchs_thread_count_unless_told(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from fastrms.torch import RMSprop
+
+    calls = []
+    real = backend.rmsprop_multi_kernel
+    monkeypatch.setattr(backend, "rmsprop_multi_kernel",
+                        lambda modes, parallel: calls.append(parallel) or real(modes, parallel))
+    params = [torch.nn.Parameter(torch.ones(1 << 15)) for _ in range(2)]  # a parallel-sized step
+    for p in params:
+        p.grad = torch.full_like(p, 0.5)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        RMSprop(params).step()  # torch's one thread
+        RMSprop(params, threads=2).step()  # the explicit argument wins
+        fastrms.set_num_threads(2)
+        RMSprop(params).step()  # fastrms's own setting wins over torch's
+    finally:
+        fastrms.set_num_threads(None)
+        torch.set_num_threads(before)
+    assert calls == [False, True, True]
+    with pytest.raises(ValueError, match="threads must be"):
+        RMSprop(params, threads=0)

@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from .._spec import state_dtype
+from ..dtypes import state_dtype
 from ..dispatch import backend_info
 from .timing import event_clock
 from .traffic import VARIANTS

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .._spec import state_dtype
+from ..dtypes import state_dtype
 
 VARIANTS = {
     # name: (momentum buffer, grad average)

@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 
 from . import rule_args
-from .plan import bfloat16  # noqa: F401  (fastrms.cuda.arrays imports it from here)
 
 # CuPy adds -ftz=true and the device's -arch itself. --fmad=false: the NumPy reference rounds every
 # product and sum, so the kernel may not fuse them (docs/design.md §4).

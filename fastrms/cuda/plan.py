@@ -12,13 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._spec import state_dtype
+from ..dtypes import bfloat16_dtype, state_dtype
 from . import rule_args
-
-try:  # bfloat16 has no NumPy dtype of its own; ml_dtypes supplies the one torch and JAX share
-    from ml_dtypes import bfloat16
-except ImportError:  # bfloat16 buffers are then not accepted
-    bfloat16 = None
 
 BLOCK = 256  # threads per block: rmsprop.cu's BLOCK (its __launch_bounds__)
 # Grid cap per multiprocessor: one resident wave. ptxas reports at most 55 registers per thread
@@ -33,8 +28,8 @@ VECTOR_BYTES = 16  # one 128-bit load/store per buffer and thread-iteration
 # Param dtype -> the C++ type that instantiates the kernel (the compute and state type follows).
 CXX_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double",
              np.dtype(np.float16): "__half"}
-if bfloat16 is not None:
-    CXX_TYPES[np.dtype(bfloat16)] = "__nv_bfloat16"
+if bfloat16_dtype() is not None:
+    CXX_TYPES[bfloat16_dtype()] = "__nv_bfloat16"
 DTYPES = frozenset(CXX_TYPES)
 
 

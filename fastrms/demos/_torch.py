@@ -24,7 +24,7 @@ def fastrms_torch_rmsprop():
             raise
         raise DemoUnavailable(
             "fastrms.torch.RMSprop is not available in this build of fastrms "
-            "(fastrms/torch.py is missing)") from None
+            "(the fastrms.torch package is missing)") from None
     except ImportError as exc:  # the module exists but lacks the class
         raise DemoUnavailable(f"fastrms.torch.RMSprop is not available: {exc}") from None
     return RMSprop

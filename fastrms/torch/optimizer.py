@@ -11,6 +11,8 @@ import functools
 import torch
 
 from .._spec import rule_for
+from ..threads import check_count
+from ..threads import resolve as resolve_threads
 from .flat_group import _FlatGroup
 from .param_state import _adopt_step, _state_names, _state_of, _step_counters
 from .tensors import _check_dtype, _checked_grad
@@ -44,11 +46,14 @@ class RMSprop(torch.optim.Optimizer):
     into the flat gradient buffer at the step, and ``p.grad`` is re-pointed to its view, so
     with ``zero_grad(set_to_none=False)`` the next backward accumulates in place.
     ``backend`` is passed to ``fastrms.functional.apply`` ("auto": Numba on the CPU, CuPy on CUDA).
+    ``threads``: CPU threads per step; by default ``fastrms.set_num_threads``'s count, else
+    ``torch.get_num_threads()`` (what ``torchrun`` and ``torch.set_num_threads`` set), read at
+    every step (``fastrms.threads``).
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, flatten=False, backend="auto"):
+                 differentiable=False, flatten=False, backend="auto", threads=None):
         if isinstance(lr, torch.Tensor) and lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
@@ -56,6 +61,7 @@ class RMSprop(torch.optim.Optimizer):
                         maximize=maximize, differentiable=differentiable)
         self.flatten = bool(flatten)
         self.backend = backend
+        self.threads = None if threads is None else check_count(threads)
         self._views = {}  # param -> _TensorViews: what apply takes for it and its state
         self._flat = []  # per param group: its _FlatGroups (flatten=True)
         self._step_blocks = {}  # param group index -> (steps tensor, its 0-d views)
@@ -104,8 +110,9 @@ class RMSprop(torch.optim.Optimizer):
                 calls += self._flat_calls(index, group, rule)
             else:
                 calls += self._tensor_calls(index, group, rule)
+        threads = resolve_threads(self.threads, framework=torch.get_num_threads())
         for call in calls:
-            call.run(self.backend)
+            call.run(self.backend, threads)
         return loss
 
     def _tensor_calls(self, index, group, rule):

@@ -29,13 +29,13 @@ class _Call:
         momentum_buffers.append(arrays[2])
         grad_avgs.append(arrays[3])
 
-    def run(self, backend):
+    def run(self, backend, threads=None):
         """The update (lists: one multi-tensor call; whole flat buffers: one plain call)."""
         params, grads, square_avgs, momentum_buffers, grad_avgs = self.columns
         rule = self.rule
         apply(rule, params, grads, square_avgs,
               momentum_buffers if rule.momentum != 0 else None,
-              grad_avgs if rule.centered else None, backend=backend)
+              grad_avgs if rule.centered else None, backend=backend, threads=threads)
         steps, positions = self.step_block, self.step_positions
         if positions is None or len(positions) == steps.numel():
             steps.add_(1)
