@@ -12,8 +12,8 @@ from adapter_cases import (  # noqa: E402
     OPTIONS, device, flatten_both, loss_curve, loss_of, make_mlp, mean_relative_difference,
     option_id, train_step, twin)
 from fastrms.torch import RMSprop  # noqa: E402
+from bounds import step_terms, worst_ulps  # noqa: E402
 
-ULP = 2.0**-23  # float32 unit roundoff × 2: one ulp of a value in [1, 2)
 
 
 def step_error_ratio(kw, flatten, device="cpu"):
@@ -40,33 +40,15 @@ def step_error_ratio(kw, flatten, device="cpu"):
     ref.step()
     ours.step()
     worst = 0.0
-    lr, alpha, eps, wd, mu = kw["lr"], kw["alpha"], kw["eps"], kw["weight_decay"], kw["momentum"]
     for (x, g, s0), p, q in zip(before, ours_model.parameters(), ref_model.parameters()):
-        g = -g if kw["maximize"] else g
-        big_g = g.abs() + wd * x.abs()  # the terms of g + λx
-        g = g + wd * x
-        s = alpha * s0["square_avg"] + (1 - alpha) * g * g
-        terms = {"square_avg": alpha * s0["square_avg"] + (1 - alpha) * big_g**2}
-        v = s
-        if kw["centered"]:
-            a0 = s0["grad_avg"]
-            a = a0 + (1 - alpha) * (g - a0)
-            v = s - a * a
-            terms["grad_avg"] = a0.abs() + (1 - alpha) * (big_g + a0.abs())
-        d = v.sqrt() + eps
-        # u = g/d: its own terms, plus the error of d where s − a² cancels
-        big_u = big_g / d * (1 + ((s + (a * a if kw["centered"] else 0)) / v))
-        if mu:
-            terms["momentum_buffer"] = mu * s0["momentum_buffer"].abs() + big_u
-            terms["param"] = x.abs() + lr * terms["momentum_buffer"]
-        else:
-            terms["param"] = x.abs() + lr * big_u
+        terms = step_terms(kw, x.cpu().numpy(), g.cpu().numpy(),
+                           {k: v.cpu().numpy() for k, v in s0.items()})
         ours_state, ref_state = ours.state[p], ref.state[q]
         assert ours_state["step"].item() == ref_state["step"].item() == 4
         pairs = {"param": (p, q)} | {k: (ours_state[k], ref_state[k]) for k in terms if k != "param"}
         for name, (mine, theirs) in pairs.items():
-            err = (mine.detach().double() - theirs.detach().double()).abs()
-            worst = max(worst, (err / (ULP * terms[name])).max().item())
+            worst = max(worst, worst_ulps(mine.detach().cpu().numpy(),
+                                          theirs.detach().cpu().numpy(), terms[name]))
     return worst
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import fastrms
+from bounds import step_terms, worst_ulps
 
 torch = pytest.importorskip("torch")
 
-EPS32 = float(np.finfo(np.float32).eps)
 ONE_STEP_ULPS = 8
 
 OPTIONS = [
@@ -64,19 +64,11 @@ def test_one_step_within_ulps_of_torch(options, foreach):
     opt.step(got_x, g, ours)
     assert ours.step == 6
 
+    terms = step_terms(options, x.astype(np.float64), g.astype(np.float64),
+                       {k: None if v is None else v.astype(np.float64) for k, v in state.items()})
     for key, want in want_state.items():
-        got = getattr(ours, key)
-        # Each state buffer is a sum of two terms (decay·old + new): its error is bounded by them.
-        terms = np.abs(state[key]) + np.abs(want - options["alpha"] * state[key] if key != "momentum_buffer"
-                                            else want - options["momentum"] * state[key])
-        assert np.all(np.abs(got - want) <= ONE_STEP_ULPS * EPS32 * terms), key
-    # x ← x − η·(…): the step's magnitude, amplified by the centered variance's cancellation.
-    step = np.abs(want_x.astype(np.float64) - x)
-    if options["centered"]:
-        s, a = want_state["square_avg"].astype(np.float64), want_state["grad_avg"].astype(np.float64)
-        step *= (s + a * a) / (s - a * a)
-    terms = np.abs(x) + step
-    assert np.all(np.abs(got_x.astype(np.float64) - want_x) <= ONE_STEP_ULPS * EPS32 * terms)
+        assert worst_ulps(getattr(ours, key), want, terms[key]) <= ONE_STEP_ULPS, key
+    assert worst_ulps(got_x, want_x, terms["param"]) <= ONE_STEP_ULPS
     assert not np.array_equal(got_x, x)
 
 
