@@ -6,7 +6,7 @@ elements (11.2 M in all; memory-bound), and a small one, 10² to 10⁴ (0.2 M; c
 Gradients fixed, plain RMSprop (torch's defaults). Variants: torch's for-loop (its CPU default),
 torch's foreach, fastrms without and with ``flatten=True``.
 
-    pytest bench/bench_torch_adapter.py --benchmark-only -s      # table + side-by-side ratios
+    pytest -n 0 bench/bench_torch_adapter.py --benchmark-only -s      # table + side-by-side ratios
 
 The issue's targets: flatten=True ≥ 4x torch.optim.RMSprop per step, ≥ 2x without flattening.
 ``test_side_by_side`` times the four variants interleaved, round by round, in one process (so that

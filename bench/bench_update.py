@@ -1,8 +1,8 @@
 """pytest-benchmark suite: the fused step per backend × variant × size, backends side by side.
 
-    pytest bench --benchmark-only                                   # run and print
-    pytest bench --benchmark-only --benchmark-save=mine             # save under .benchmarks/
-    pytest bench --benchmark-only --benchmark-compare               # against the last save
+    pytest -n 0 bench --benchmark-only                                   # run and print
+    pytest -n 0 bench --benchmark-only --benchmark-save=mine             # save under .benchmarks/
+    pytest -n 0 bench --benchmark-only --benchmark-compare               # against the last save
 
 Each benchmark records bytes moved, GB/s, device and library versions in ``extra_info``; groups
 are "variant n=…", so that each table lists the backends for one size.

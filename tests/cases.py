@@ -73,6 +73,30 @@ def every_mode():
     return rules
 
 
+def covering_modes(strength=3):
+    """``[(description, Rule)]``: a subset of ``every_mode()`` in which every combination of the
+    values of any ``strength`` of the six modes occurs (a covering array, built greedily and
+    deterministically). Each stage of the rule reads at most three modes (v: centered and bias
+    correction; x: momentum and the weight-decay form), so an error that shows in some
+    combination shows in one of these. For suites where each mode combination is compiled
+    separately (Numba), where all 384 cost minutes of compilation and prove no more.
+    """
+    rules = every_mode()
+    keys = [r.modes() for _, r in rules]
+    needed = {(cols, tuple(k[c] for c in cols))
+              for k in keys for cols in itertools.combinations(range(len(keys[0])), strength)}
+    chosen = []
+    while needed:
+        gains = [len({(cols, tuple(k[c] for c in cols))
+                      for cols in itertools.combinations(range(len(k)), strength)} & needed)
+                 for k in keys]
+        best = max(range(len(keys)), key=gains.__getitem__)  # the first of the best: stable
+        chosen.append(best)
+        needed -= {(cols, tuple(keys[best][c] for c in cols))
+                   for cols in itertools.combinations(range(len(keys[best])), strength)}
+    return [rules[i] for i in sorted(chosen)]
+
+
 SOME = ("plain", "plain+momentum+wd+maximize+eps-outside",
         "centered-ema+momentum-lr-inside+wd-decoupled+bias-corrected",
         "centered-lerp-from-avg+nesterov+eps-outside+bias-corrected",

@@ -129,7 +129,7 @@ def test_pytest_collects_and_runs_in_the_unpacked_sdist(unpacked):
     assert where.returncode == 0, where.stderr
     assert Path(where.stdout.strip()).resolve().is_relative_to(unpacked.resolve()), where.stdout
 
-    pytest_ = ("-m", "pytest", "-p", "no:cacheprovider", "-q")
+    pytest_ = ("-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0")  # no xdist workers
     collected = run(*pytest_, "--collect-only")
     log = collected.stdout + collected.stderr
     assert collected.returncode == 0, log  # 2 (interrupted) on any collection error

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from filelock import FileLock
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = Path(os.environ.get("FASTRMS_NATIVE_BUILD", ROOT / "build" / "native"))
 HOST_LIBRARY = "libfastrms_host_kernels.so"
@@ -57,11 +59,15 @@ def build(*targets):
     """Build ``targets``, one job at a time (never two nvcc runs at once); ``(ok, log)``.
 
     Incremental: ``BUILD_DIR`` persists between sessions, so an unchanged tree builds in seconds.
+    Under a file lock: pytest-xdist's workers share ``BUILD_DIR``, and the second one to get
+    here finds the build done.
     """
-    ok, log = configure()
-    if not ok:
-        return ok, log
-    return _run(["cmake", "--build", str(BUILD_DIR), "--parallel", "1", "--target", *targets])
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with FileLock(BUILD_DIR / "pytest-build.lock"):
+        ok, log = configure()
+        if not ok:
+            return ok, log
+        return _run(["cmake", "--build", str(BUILD_DIR), "--parallel", "1", "--target", *targets])
 
 
 def _run(command):
