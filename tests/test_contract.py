@@ -49,3 +49,21 @@ def test_buffers_are_named_in_one_order():
     assert NAMES == ("param", "grad", "square_avg", "momentum_buffer", "grad_avg")
     b = Buffers(1, 2, 3)
     assert (b.param, b.grad, b.square_avg, b.momentum_buffer, b.grad_avg) == (1, 2, 3, None, None)
+
+
+def test_a_cupy_that_fails_to_import_is_not_reported_as_missing(monkeypatch):
+    """A read-only home breaks CuPy's import (it creates ~/.cupy): installed, not usable."""
+    import builtins
+
+    from fastrms.cuda import backend
+
+    real_import = builtins.__import__
+
+    def failing_import(name, *args, **kwargs):
+        if name == "cupy":
+            raise OSError("[Errno 30] Read-only file system: '/home/user/.cupy'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", failing_import)
+    assert backend.availability() == ("CuPy cannot be imported (OSError: [Errno 30] Read-only "
+                                      "file system: '/home/user/.cupy')")

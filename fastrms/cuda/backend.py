@@ -20,8 +20,10 @@ def availability():
     """``None`` where CuPy sees a CUDA device, else why not."""
     try:
         import cupy
-    except Exception as exc:  # ImportError, or a broken CUDA install failing at import
+    except ImportError as exc:
         return f"CuPy not installed ({exc})"
+    except Exception as exc:  # noqa: BLE001 - installed, but its import fails (e.g. no writable
+        return f"CuPy cannot be imported ({type(exc).__name__}: {exc})"  # home for ~/.cupy)
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except cupy.cuda.runtime.CUDARuntimeError as exc:
