@@ -66,6 +66,10 @@ CACHES = (
           "oldest of 64 is dropped, its memory returned to CuPy's pool on that stream"),
     Cache("fastrms.torch.optimizer", "_torch_rule", "the Rule of a torch param group's values",
           "never: the key is every value"),
+    Cache("fastrms.threads", "pool_size", "Numba's thread pool size", "never: fixed when Numba "
+          "starts"),
+    Cache("fastrms.threads", "_from_environment", "OMP_NUM_THREADS / NUMBA_NUM_THREADS, read once",
+          "a change of the environment after the first parallel step: clear_caches()"),
     Cache("fastrms.bench.gpu_roofline", "_rule", "the roofline's rule per set of buffers",
           "never"),
 )

@@ -22,33 +22,45 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
     """
     if threads is not None:
         check_count(threads)
-    listed = isinstance(param, (list, tuple))
-    if listed:
-        columns = Buffers(param, grad, square_avg, momentum_buffer, grad_avg)
-        validate.check_lists(columns)
-        n = len(param)
-        steps = list(step) if isinstance(step, (list, tuple)) else [step] * n
-        if len(steps) != n:
-            raise ValueError(f"{len(steps)} steps for {n} params")
-    else:  # a single buffer set is a list of one
-        columns = Buffers(*(None if a is None else [a] for a in
-                            (param, grad, square_avg, momentum_buffer, grad_avg)))
-        steps = [step]
-    validate.check_present(columns, listed)
+    if isinstance(param, (list, tuple)):
+        return _apply_lists(rule, Buffers(param, grad, square_avg, momentum_buffer, grad_avg),
+                            step, backend, threads)
+    buffers = Buffers(param, grad, square_avg, momentum_buffer, grad_avg)
+    if param is None or grad is None or square_avg is None:
+        validate.check_present(buffers, listed=False)
     validate.check_state_matches(rule, momentum_buffer, grad_avg)
+    if rule.bias_correction:
+        validate.check_step(rule, step)
+    if type(param) is np.ndarray and type(grad) is np.ndarray and type(square_avg) is np.ndarray \
+            and (momentum_buffer is None or type(momentum_buffer) is np.ndarray) \
+            and (grad_avg is None or type(grad_avg) is np.ndarray):
+        place = HOST  # the common case, without a conversion per buffer
+    else:  # a single buffer set is a list of one
+        columns, place = _native_columns(Buffers(*(None if a is None else [a] for a in buffers)),
+                                         listed=False)
+        buffers = Buffers(*(None if c is None else c[0] for c in columns))
+    module = dispatch.resolve(backend, place)
+    validate.check_set(module, rule, buffers)
+    if buffers.param.size:
+        module.update(buffers, rule, step, threads)
+
+
+def _apply_lists(rule, columns, step, backend, threads):
+    """``apply`` for lists: every element checked, then one backend call per dtype (and step)."""
+    validate.check_lists(columns)
+    n = len(columns.param)
+    steps = list(step) if isinstance(step, (list, tuple)) else [step] * n
+    if len(steps) != n:
+        raise ValueError(f"{len(steps)} steps for {n} params")
+    validate.check_present(columns, listed=True)
+    validate.check_state_matches(rule, columns.momentum_buffer, columns.grad_avg)
     for t in set(steps) if rule.bias_correction else ():
         validate.check_step(rule, t)
-    if not columns.param:
+    if not n:
         return
-    columns, place = _native_columns(columns, listed)
+    columns, place = _native_columns(columns, listed=True)
     module = dispatch.resolve(backend, place)
-    checked = validate.check_buffers(module, rule, columns, listed)
-    if not listed:
-        if columns.param[0].size:
-            module.update(Buffers(*(None if c is None else c[0] for c in columns)), rule, step,
-                          threads)
-        return
-    table, sizes = checked
+    table, sizes = validate.check_buffers(module, rule, columns)
     for rows in _runs(columns.param, steps if rule.bias_correction else None):
         part = Buffers(*(None if c is None else [c[j] for j in rows] for c in columns))
         t = steps[rows[0]]

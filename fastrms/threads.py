@@ -17,6 +17,7 @@ One thread runs the serial loop and never starts Numba's pool. Numba's own
 each parallel step whose count differs.
 """
 
+import functools
 import os
 
 _configured = None  # fastrms.set_num_threads
@@ -53,14 +54,18 @@ def resolve(threads=None, framework=None):
     return pool_size()
 
 
+@functools.cache
 def pool_size():
-    """Numba's thread pool size: every core unless ``NUMBA_NUM_THREADS`` says otherwise."""
+    """Numba's thread pool size: every core unless ``NUMBA_NUM_THREADS`` says otherwise (fixed
+    once Numba is imported, as the environment it reads)."""
     import numba
 
     return numba.config.NUMBA_NUM_THREADS
 
 
+@functools.cache
 def _from_environment():
+    """The environment's thread count, read once per process (as Numba and OpenMP read it)."""
     for variable in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS"):
         text = os.environ.get(variable, "").split(",")[0].strip()  # OpenMP allows "4,2"
         if text.isdigit() and int(text) >= 1:

@@ -103,37 +103,48 @@ def refuse_tracked(tensor, name):
 # ---------------------------------------------------------------------------------------------
 # The buffers, once they are native arrays (NumPy on the host, CuPy on a GPU).
 
-def check_buffers(backend, rule, columns, listed):
-    """Refuse, naming the argument, whatever ``backend`` cannot update in place.
+def check_set(backend, rule, buffers):
+    """Refuse, naming the argument, whatever ``backend`` cannot update in place in one buffer
+    set (a ``Buffers`` of native arrays): ``check_buffers``'s checks for a list of one, without
+    the pointer table a single set does not need (a small call costs microseconds)."""
+    param = buffers.param
+    if param.dtype not in backend.DTYPES:
+        refuse_dtype(backend, "param", param.dtype)
+    state_dtype, shape = rule.state_dtype(param.dtype), param.shape
+    i = 0
+    for a in buffers:
+        if a is not None:
+            want, flags = param.dtype if i <= GRAD else state_dtype, a.flags
+            # _unfit, inlined: this runs on every small call
+            if a.dtype != want or a.shape != shape or not flags.c_contiguous \
+                    or (i != GRAD and not getattr(flags, "writeable", True)):
+                refuse(NAMES[i], a, want, param.dtype, shape, i != GRAD)
+        i += 1
+    if param.size:
+        _check_disjoint_set(buffers)
 
-    ``columns`` is a ``Buffers`` of lists of native arrays (``None`` for an absent column); a
-    single buffer set is a list of one, named without an index unless ``listed``. Returns the
-    pointer table (int64 ``[n, 5]`` data addresses, 0 where absent) and the sizes of a
-    multi-tensor call, or None for a single buffer set (its backends take the arrays).
+
+def check_buffers(backend, rule, columns):
+    """``check_set`` for every element of a multi-tensor call, with one overlap test for all.
+
+    ``columns`` is a ``Buffers`` of lists of native arrays (``None`` for an absent column).
+    Returns the pointer table (int64 ``[n, 5]`` data addresses, 0 where absent) and the sizes.
     Column by column, in plain lists: a hundred tensors cost ~1 µs each to check.
     """
     params = columns.param
     dtypes = [p.dtype for p in params]
     for j, dtype in enumerate(dtypes):
         if dtype not in backend.DTYPES:
-            refuse_dtype(backend, _name(0, j, listed), dtype)
+            refuse_dtype(backend, f"param[{j}]", dtype)
     shapes = [p.shape for p in params]
     state_dtypes = [rule.state_dtype(d) for d in dtypes]
     for i, column in enumerate(columns):
         if column is None:
             continue
         wants = dtypes if i <= GRAD else state_dtypes
-        written = i != GRAD
         for j, (a, want, shape) in enumerate(zip(column, wants, shapes)):
-            flags = a.flags
-            # One combined test on the hot path; ``refuse`` works out what is wrong.
-            if a.dtype != want or a.shape != shape or not flags.c_contiguous \
-                    or (written and not getattr(flags, "writeable", True)):
-                refuse(_name(i, j, listed), a, want, dtypes[j], shape, written)
-    if not listed:
-        if params[0].size:
-            _check_disjoint_set([None if c is None else c[0] for c in columns])
-        return None
+            if _unfit(a, want, shape, i != GRAD):
+                refuse(f"{NAMES[i]}[{j}]", a, want, dtypes[j], shape, i != GRAD)
     table = np.array([[0] * len(params) if c is None else [_address(a) for a in c]
                       for c in columns], dtype=np.int64).T.copy()
     itemsizes = np.array([[0] * len(params) if c is None else [a.itemsize for a in c]
@@ -143,8 +154,11 @@ def check_buffers(backend, rule, columns, listed):
     return table, sizes
 
 
-def _name(i, j, listed):
-    return f"{NAMES[i]}[{j}]" if listed else NAMES[i]
+def _unfit(a, want, shape, written):
+    """One combined test on the hot path; ``refuse`` then works out what is wrong."""
+    flags = a.flags
+    return (a.dtype != want or a.shape != shape or not flags.c_contiguous
+            or (written and not getattr(flags, "writeable", True)))
 
 
 def refuse_dtype(backend, name, dtype):

@@ -87,9 +87,8 @@ def test_may_share_memory_is_byte_range_overlap():
 
 
 def check_single(backend, rule, arrays):
-    """fastrms.validate's checks of one buffer set (a list of one)."""
-    columns = Buffers(*(None if a is None else [a] for a in arrays))
-    validate.check_buffers(backend, rule, columns, listed=False)
+    """fastrms.validate's checks of one buffer set."""
+    validate.check_set(backend, rule, Buffers(*arrays))
 
 
 def test_checks_accept_cupy_buffers_and_refuse_overlap_and_wrong_dtypes():

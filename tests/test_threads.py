@@ -19,13 +19,18 @@ def clean_threads(monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setattr(threads, "_configured", None)
     monkeypatch.setattr(threads, "pool_size", lambda: 8)
+    threads._from_environment.cache_clear()  # read once per process: again for each test
+    yield
+    threads._from_environment.cache_clear()
 
 
 def test_precedence_explicit_configured_framework_environment_cores(clean_threads, monkeypatch):
     assert threads.resolve() == 8  # every core (the pool)
     monkeypatch.setenv("NUMBA_NUM_THREADS", "6")
+    threads._from_environment.cache_clear()
     assert threads.resolve() == 6
     monkeypatch.setenv("OMP_NUM_THREADS", "3,2")  # OpenMP's nested form: the first level
+    threads._from_environment.cache_clear()
     assert threads.resolve() == 3
     assert threads.resolve(framework=2) == 2  # torch.get_num_threads() in the adapter
     fastrms.set_num_threads(5)

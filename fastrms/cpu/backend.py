@@ -7,6 +7,7 @@ is not fork-safe, so a forked child (a DataLoader worker) runs the serial loop i
 
 import functools
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -111,10 +112,15 @@ def _run(kernel_of, modes, n, threads, serial_args, parallel_args):
         kernel_of(modes, False)(*serial_args)
 
 
+_numba_threads = threading.local()  # the count set per Python thread (numba's own is per thread)
+
+
 def _set_numba_threads(count):
-    """Numba's thread count for the calling Python thread (the first call starts its pool)."""
-    if numba.get_num_threads() != count:
+    """Numba's thread count for the calling Python thread (the first call starts its pool).
+    Remembered per thread: asking Numba (``numba.get_num_threads``) costs ~2 µs a step."""
+    if getattr(_numba_threads, "count", None) != count:
         numba.set_num_threads(count)
+        _numba_threads.count = count
 
 
 @functools.lru_cache(maxsize=None)
