@@ -61,16 +61,22 @@ def assert_same(ours, ref):
             assert_same_buffers([a], [b], names=[f"{key}[{j}]"])
 
 
-# Every named case in float32; float64 (which only retypes the same compiled loops, at 2-5 s of
-# compilation per case and loop kind) for the plainest case and the two that use every buffer.
+# The element math of every case runs in the serial loop (all named cases in float32). The
+# parallel loop adds only mode-independent scaffolding (chunks of a table over threads) around the
+# same inlined sweep, at 4-5 s of compilation per case: it runs the plainest case and three that
+# use every buffer, lerp and the step. float64 only retypes the same loops: three cases.
 FLOAT64_CASES = ("plain", "bias_correction", "everything")
-CASE_DTYPES = [(c, np.float32) for c in NAMED_CASES] + [
-    (c, np.float64) for c in NAMED_CASES if c.desc in FLOAT64_CASES]
+PARALLEL_CASES = ("plain", "centered_lerp_small_alpha", "bias_correction", "everything")
+LIST_CASES = [(c, np.float32, SIZES_SERIAL) for c in NAMED_CASES] + [
+    (c, np.float64, SIZES_SERIAL) for c in NAMED_CASES if c.desc in FLOAT64_CASES] + [
+    (c, dtype, SIZES_PARALLEL) for dtype, names in ((np.float32, PARALLEL_CASES),
+                                                    (np.float64, FLOAT64_CASES))
+    for c in NAMED_CASES if c.desc in names]
 
 
-@pytest.mark.parametrize("sizes", [SIZES_SERIAL, SIZES_PARALLEL], ids=["serial", "parallel"])
-@pytest.mark.parametrize("case,dtype", CASE_DTYPES,
-                         ids=[f"{c.desc}-{np.dtype(d).name}" for c, d in CASE_DTYPES])
+@pytest.mark.parametrize("case,dtype,sizes", LIST_CASES, ids=[
+    f"{c.desc}-{np.dtype(d).name}-{'serial' if s is SIZES_SERIAL else 'parallel'}"
+    for c, d, s in LIST_CASES])
 def test_list_equals_one_call_per_buffer(case, sizes, dtype):
     rule = rule_of(case)
     ours = make_lists(rule, sizes, dtype, seed=len(case.desc))

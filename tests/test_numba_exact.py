@@ -38,9 +38,18 @@ def test_every_mode_combination(dtype, rules):
         assert_same_buffers(ours, ref, err_msg=desc)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n", [0, 1, 7, 4097, 2**20 + 3])
-@pytest.mark.parametrize("case", NAMED_CASES, ids=[c.desc for c in NAMED_CASES])
+SERIAL_SIZES, PARALLEL_SIZE = [0, 1, 7, 4097], 2**20 + 3
+# Every named case at the serial sizes, in both dtypes. The parallel loop is the same inlined
+# element code in prange scaffolding that does not depend on the modes, at ~4 s of compilation
+# per case and dtype: at 2^20 + 3 it runs the cases that together use every buffer, lerp form and
+# the step, in both dtypes.
+PARALLEL_CASES = ("plain", "centered_lerp_small_alpha", "bias_correction", "everything")
+SIZED_CASES = [(c, n, d) for c in NAMED_CASES for d in DTYPES for n in SERIAL_SIZES] + [
+    (c, PARALLEL_SIZE, d) for c in NAMED_CASES if c.desc in PARALLEL_CASES for d in DTYPES]
+
+
+@pytest.mark.parametrize("case,n,dtype", SIZED_CASES, ids=[
+    f"{c.desc}-{n}-{np.dtype(d).name}" for c, n, d in SIZED_CASES])
 def test_named_cases_sizes_and_offsets(case, n, dtype):
     """The named cases at every size, serial and parallel loops, aligned and odd offsets."""
     rule = rule_of(case)
