@@ -14,6 +14,7 @@ import numpy as np
 
 from ._spec import rule_for
 from .functional import apply
+from .threads import pool_size
 
 CONVENTIONS = ("torch", "book")
 DTYPES = ("float32",)
@@ -41,8 +42,12 @@ def warmup(conventions=CONVENTIONS, dtypes=DTYPES, say=None):
         began = time.perf_counter()
         for n in SIZES:
             buffers = _buffers(rule, n, np.dtype(dtype))
-            apply(rule, *buffers, step=1)
-            apply(rule, *([b] if b is not None else None for b in buffers), step=1)
+            # Every loop kind, whatever this process's thread limit (a build step often runs
+            # with OMP_NUM_THREADS=1): the parallel loops wherever Numba has more than one thread.
+            threads = pool_size()
+            apply(rule, *buffers, step=1, threads=threads)
+            apply(rule, *([b] if b is not None else None for b in buffers), step=1,
+                  threads=threads)
         if say:
             say(f"{dtype} {_describe(rule)}: {time.perf_counter() - began:.1f} s")
     return time.perf_counter() - start

@@ -148,3 +148,14 @@ def test_torch_adapter_follows_torchs_thread_count_unless_told(monkeypatch):
     assert calls == [False, True, True]
     with pytest.raises(ValueError, match="threads must be"):
         RMSprop(params, threads=0)
+
+
+def test_explicit_threads_win_over_numbas_count_set_elsewhere_on_the_thread():
+    import numba
+
+    n = 1 << 16
+    p, g, s = np.ones(n, np.float32), np.ones(n, np.float32), np.ones(n, np.float32)
+    fastrms.rmsprop_update(p, g, s, threads=2)
+    numba.set_num_threads(1)  # the user's own Numba code on this thread
+    fastrms.rmsprop_update(p, g, s, threads=2)
+    assert numba.get_num_threads() == 2

@@ -7,7 +7,6 @@ is not fork-safe, so a forked child (a DataLoader worker) runs the serial loop i
 
 import functools
 import os
-import threading
 import warnings
 
 import numpy as np
@@ -42,6 +41,8 @@ else:
     if "NUMBA_THREADING_LAYER" not in os.environ:
         numba.config.THREADING_LAYER = "omp"
     os.register_at_fork(after_in_child=_after_fork_in_child)
+    from numba.np.ufunc import parallel as _numba_parallel
+
     from ..threads import KeepOpenMPThreads
     from ..threads import resolve as resolve_threads
     from .kernels import rmsprop_kernel
@@ -112,15 +113,15 @@ def _run(kernel_of, modes, n, threads, serial_args, parallel_args):
         kernel_of(modes, False)(*serial_args)
 
 
-_numba_threads = threading.local()  # the count set per Python thread (numba's own is per thread)
-
-
 def _set_numba_threads(count):
     """Numba's thread count for the calling Python thread (the first call starts its pool).
-    Remembered per thread: asking Numba (``numba.get_num_threads``) costs ~2 µs a step."""
-    if getattr(_numba_threads, "count", None) != count:
+    Read with Numba's raw getter once the pool is up: ``numba.get_num_threads`` checks the pool
+    first and costs ~2 µs a step; the count is read each time, since other code on this thread
+    may have set it."""
+    # (_get_num_threads exists once the pool is up)
+    current = _numba_parallel._get_num_threads() if _pool_started else numba.get_num_threads()
+    if current != count:
         numba.set_num_threads(count)
-        _numba_threads.count = count
 
 
 @functools.lru_cache(maxsize=None)

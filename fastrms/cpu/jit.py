@@ -53,8 +53,15 @@ def _lock_compiles(dispatcher):
     compile_unlocked = dispatcher.compile  # what Numba calls for a signature it has not got
 
     def compile_locked(signature):
-        with FileLock(lock_path):
+        try:
+            lock = FileLock(lock_path)
+            lock.acquire()
+        except OSError:  # no lock file here (a read-only cache entry, no flock): compile anyway
+            return compile_unlocked(signature)
+        try:
             return compile_unlocked(signature)  # loads what another process saved meanwhile
+        finally:
+            lock.release()
 
     dispatcher.compile = compile_locked
     return dispatcher
