@@ -38,13 +38,13 @@ def warmup(conventions=CONVENTIONS, dtypes=DTYPES, say=None):
     ``dtypes``: serial and parallel, single buffers and lists. Returns the seconds it took."""
     start = time.perf_counter()
     rules = variants(conventions)
+    # Every loop kind, whatever this process's thread limit (a build step often runs with
+    # OMP_NUM_THREADS=1): the parallel loops wherever Numba has more than one thread.
+    threads = pool_size()
     for dtype, rule in itertools.product(dtypes, rules):
         began = time.perf_counter()
         for n in SIZES:
-            buffers = _buffers(rule, n, np.dtype(dtype))
-            # Every loop kind, whatever this process's thread limit (a build step often runs
-            # with OMP_NUM_THREADS=1): the parallel loops wherever Numba has more than one thread.
-            threads = pool_size()
+            buffers = _step_buffers(rule, n, np.dtype(dtype))
             apply(rule, *buffers, step=1, threads=threads)
             apply(rule, *([b] if b is not None else None for b in buffers), step=1,
                   threads=threads)
@@ -53,7 +53,7 @@ def warmup(conventions=CONVENTIONS, dtypes=DTYPES, say=None):
     return time.perf_counter() - start
 
 
-def _buffers(rule, n, dtype):
+def _step_buffers(rule, n, dtype):
     """param, grad, square_avg, momentum_buffer, grad_avg: small well-behaved values."""
     def ones():
         return np.ones(n, dtype)

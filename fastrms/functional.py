@@ -22,10 +22,9 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
     """
     if threads is not None:
         check_count(threads)
-    if isinstance(param, (list, tuple)):
-        return _apply_lists(rule, Buffers(param, grad, square_avg, momentum_buffer, grad_avg),
-                            step, backend, threads)
     buffers = Buffers(param, grad, square_avg, momentum_buffer, grad_avg)
+    if isinstance(param, (list, tuple)):
+        return _apply_lists(rule, buffers, step, backend, threads)
     if param is None or grad is None or square_avg is None:
         validate.check_present(buffers, listed=False)
     validate.check_state_matches(rule, momentum_buffer, grad_avg)
@@ -35,7 +34,7 @@ def apply(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, st
             and (momentum_buffer is None or type(momentum_buffer) is np.ndarray) \
             and (grad_avg is None or type(grad_avg) is np.ndarray):
         place = HOST  # the common case, without a conversion per buffer
-    else:  # a single buffer set is a list of one
+    else:  # converted as a list of one (the conversion and its errors are the lists')
         columns, place = _native_columns(Buffers(*(None if a is None else [a] for a in buffers)),
                                          listed=False)
         buffers = Buffers(*(None if c is None else c[0] for c in columns))

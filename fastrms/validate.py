@@ -1,9 +1,10 @@
 """Every check of a step's input, in one place: the hyperparameters, the state buffers the rule
 needs, and the buffers themselves (dtype, shape, contiguity, writeable, no overlaps).
 
-A single buffer set is checked as a list of one, by the same code as a multi-tensor call; only
-the error messages differ (``param`` instead of ``param[0]``). Every check runs before anything
-is written, so a call that raises leaves every buffer exactly as it was.
+A single buffer set (``check_set``) and a multi-tensor call (``check_buffers``) are held to the
+same rules and refused by the same ``refuse``; the single set skips the pointer table and the
+lists a small call cannot afford. Every check runs before anything is written, so a call that
+raises leaves every buffer exactly as it was.
 """
 
 import math
@@ -14,6 +15,7 @@ import numpy as np
 from ._buffers import NAMES
 
 GRAD = NAMES.index("grad")  # the one buffer that is read and never written
+SQUARE_AVG = NAMES.index("square_avg")  # the last one every step needs
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,7 +66,7 @@ def check_present(columns, listed):
     """param, grad and square_avg are given; no element of a list is None."""
     for i, column in enumerate(columns):
         if column is None:
-            if i <= NAMES.index("square_avg"):
+            if i <= SQUARE_AVG:
                 raise TypeError(f"{NAMES[i]} is None, but a step needs a {NAMES[i]} buffer")
             continue
         if listed:
@@ -111,15 +113,13 @@ def check_set(backend, rule, buffers):
     if param.dtype not in backend.DTYPES:
         refuse_dtype(backend, "param", param.dtype)
     state_dtype, shape = rule.state_dtype(param.dtype), param.shape
-    i = 0
-    for a in buffers:
+    for i, a in enumerate(buffers):
         if a is not None:
             want, flags = param.dtype if i <= GRAD else state_dtype, a.flags
             # _unfit, inlined: this runs on every small call
             if a.dtype != want or a.shape != shape or not flags.c_contiguous \
                     or (i != GRAD and not getattr(flags, "writeable", True)):
                 refuse(NAMES[i], a, want, param.dtype, shape, i != GRAD)
-        i += 1
     if param.size:
         _check_disjoint_set(buffers)
 

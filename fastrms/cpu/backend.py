@@ -101,7 +101,7 @@ def _run(kernel_of, modes, n, threads, serial_args, parallel_args):
     try:
         if not _pool_started:
             with KeepOpenMPThreads():  # starting the pool resets OpenMP's count (torch's)
-                _set_numba_threads(count)
+                numba.get_num_threads()  # starts it
             _pool_started = True
         _set_numba_threads(count)
         kernel_of(modes, True)(*parallel_args)
@@ -114,13 +114,10 @@ def _run(kernel_of, modes, n, threads, serial_args, parallel_args):
 
 
 def _set_numba_threads(count):
-    """Numba's thread count for the calling Python thread (the first call starts its pool).
-    Read with Numba's raw getter once the pool is up: ``numba.get_num_threads`` checks the pool
-    first and costs ~2 µs a step; the count is read each time, since other code on this thread
-    may have set it."""
-    # (_get_num_threads exists once the pool is up)
-    current = _numba_parallel._get_num_threads() if _pool_started else numba.get_num_threads()
-    if current != count:
+    """Numba's thread count for the calling Python thread, once its pool is up. Read each time
+    (other code on this thread may have set it) with Numba's raw getter, which exists once the
+    pool does: ``numba.get_num_threads`` checks the pool first and costs ~2 µs a step."""
+    if _numba_parallel._get_num_threads() != count:
         numba.set_num_threads(count)
 
 
