@@ -57,9 +57,7 @@ def _apply_lists(rule, columns, step, backend, threads):
         validate.check_step(rule, t)
     if not n:
         return
-    columns, place = _native_columns(columns, listed=True)
-    module = dispatch.resolve(backend, place)
-    table, sizes = validate.check_buffers(module, rule, columns)
+    module, columns, table, sizes = checked_lists(rule, columns, backend)
     for rows in _runs(columns.param, steps if rule.bias_correction else None):
         part = Buffers(*(None if c is None else [c[j] for j in rows] for c in columns))
         t = steps[rows[0]]
@@ -71,6 +69,16 @@ def _apply_lists(rule, columns, step, backend, threads):
             if part.param[j].size:
                 module.update(Buffers(*(None if c is None else c[j] for c in part)), rule, t,
                               threads)
+
+
+def checked_lists(rule, columns, backend):
+    """The backend module for ``columns`` (a ``Buffers`` of present, equal-length lists), the
+    columns as native arrays, and their checked pointer table and sizes (``check_buffers``).
+    ``apply`` runs the backend on them; ``fastrms.torch``'s step plan keeps them for many steps."""
+    columns, place = _native_columns(columns, listed=True)
+    module = dispatch.resolve(backend, place)
+    table, sizes = validate.check_buffers(module, rule, columns)
+    return module, columns, table, sizes
 
 
 def _native_columns(columns, listed):

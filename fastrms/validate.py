@@ -251,26 +251,41 @@ def _check_disjoint_table(table, sizes, itemsizes):
     if last is not None and all(np.array_equal(a, b) for a, b in zip(last, (table, sizes, itemsizes))):
         return
     nbytes = sizes[:, None] * itemsizes
-    present = nbytes > 0
-    written = present.copy()
+    check_grads_clear(written_spans(table, nbytes), table, nbytes)
+    _last_disjoint_table = (table.copy(), sizes.copy(), itemsizes.copy())
+
+
+def written_spans(table, nbytes):
+    """The byte spans ``(starts, ends)``, sorted, of the buffers a step writes (every column of
+    ``table`` but the grads'; ``nbytes`` is ``table``'s shape), refused if any two overlap."""
+    written = nbytes > 0
     written[:, GRAD] = False
     starts, ends = table[written], table[written] + nbytes[written]
     order = np.argsort(starts, kind="stable")
     starts, ends = starts[order], ends[order]
     if starts.size > 1 and (starts[1:] < np.maximum.accumulate(ends)[:-1]).any():
-        raise ValueError(_overlap_message(table, nbytes, present))
-    grads = present[:, GRAD]
-    g_starts, g_ends = table[grads, GRAD], table[grads, GRAD] + nbytes[grads, GRAD]
-    # Written intervals are now sorted and disjoint: the one starting last before a grad's end
-    # is the only one that can overlap it.
+        raise ValueError(_overlap_message(table, nbytes))
+    return starts, ends
+
+
+def check_grads_clear(spans, table, nbytes):
+    """Refuse grads (``table``'s grad column) that overlap a written span (``written_spans``);
+    grads may overlap each other. ``fastrms.torch``'s step plan runs this alone when only the
+    grads moved."""
+    starts, ends = spans
+    grads = nbytes[:, GRAD] > 0
+    g_starts = table[grads, GRAD]
+    g_ends = g_starts + nbytes[grads, GRAD]
+    # The written spans are sorted and disjoint: the one starting last before a grad's end is
+    # the only one that can overlap it.
     before = np.searchsorted(starts, g_ends, side="left") - 1
     if ((before >= 0) & (ends[np.maximum(before, 0)] > g_starts)).any():
-        raise ValueError(_overlap_message(table, nbytes, present))
-    _last_disjoint_table = (table.copy(), sizes.copy(), itemsizes.copy())
+        raise ValueError(_overlap_message(table, nbytes))
 
 
-def _overlap_message(table, nbytes, present):
+def _overlap_message(table, nbytes):
     """Name one overlapping pair (the slow pairwise search runs only to report an error)."""
+    present = nbytes > 0
     spans = [(f"{NAMES[i]}[{j}]", table[j, i], table[j, i] + nbytes[j, i], i == GRAD)
              for j, i in zip(*np.nonzero(present))]
     for p, (name_p, start_p, end_p, read_p) in enumerate(spans):

@@ -13,10 +13,12 @@ import torch
 from .._spec import rule_for
 from ..threads import check_count
 from ..threads import resolve as resolve_threads
+from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
 from .flat_group import _FlatGroup
 from .param_state import _adopt_step, _state_names, _state_of, _step_counters
-from .tensors import _check_dtype, _checked_grad
-from .views import _Call, _TensorViews
+from .step_plan import GroupPlan
+from .traced_step import init_group, traced_step
+from .tensors import _check_dtype
 
 FORMAT = 1  # version of the state-dict layout written under the key "fastrms"
 
@@ -62,7 +64,7 @@ class RMSprop(torch.optim.Optimizer):
         self.flatten = bool(flatten)
         self.backend = backend
         self.threads = None if threads is None else check_count(threads)
-        self._views = {}  # param -> _TensorViews: what apply takes for it and its state
+        self._plans = {}  # param group index -> its GroupPlan (flatten=False)
         self._flat = []  # per param group: its _FlatGroups (flatten=True)
         self._step_blocks = {}  # param group index -> (steps tensor, its 0-d views)
         super().__init__(params, defaults)
@@ -102,50 +104,42 @@ class RMSprop(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        calls = []
+        if torch.compiler.is_compiling():  # traced: torch's structure, the torch operator
+            traced_step(self)
+            return loss
+        calls, planned = [], []
         for index, group in enumerate(self.param_groups):
             _check_group(group)
             rule = rule_of(group)
             if self.flatten:
                 calls += self._flat_calls(index, group, rule)
             else:
-                calls += self._tensor_calls(index, group, rule)
+                planned.append((self._plan(index, group, rule), rule))
         threads = resolve_threads(self.threads, framework=torch.get_num_threads())
+        for (plan, gathered), rule in planned:
+            plan.run(rule, gathered, threads)
         for call in calls:
             call.run(self.backend, threads)
         return loss
 
-    def _tensor_calls(self, index, group, rule):
-        """One ``_Call`` per (device, dtype) of the group's params with a gradient."""
+    def _plan(self, index, group, rule):
+        """Group ``index``'s step plan (``fastrms.torch.step_plan``), rebuilt if stale, and this
+        step's grads as it gathered them."""
         names = _state_names(rule)
-        steps, step_views = self._step_block(index, group)
-        buckets = {}
-        for position, p in enumerate(group["params"]):
-            if p.grad is None:
-                continue
-            grad = _checked_grad(p)
-            if not p.is_contiguous():
-                raise ValueError(
-                    f"param of shape {tuple(p.shape)} is not contiguous (strides {p.stride()}): "
-                    "fastrms updates params in place and needs contiguous ones; call "
-                    ".contiguous() on it (or on the module: no channels_last), or pass flatten=True"
-                )
-            state = self.state[p]
-            views = self._views.get(p)
-            if views is None or not views.current(p, state, names) \
-                    or state["step"] is not step_views[position]:
-                _check_dtype(p)
-                state = _state_of(state, p, group)
-                _adopt_step(state, step_views[position])
-                views = self._views[p] = _TensorViews(p, state, names)
-            call = buckets.get(views.bucket)
-            if call is None:
-                call = buckets[views.bucket] = _Call(rule, group)
-                call.step_block, call.step_positions = steps, []
-            call.add(views.arrays, views.grad_of(grad))
-            call.written += views.tensors
-            call.step_positions.append(position)
-        return list(buckets.values())
+        plan = self._plans.get(index)
+        gathered = None
+        if plan is not None and plan.backend == self.backend:
+            gathered = plan.gather(group, self.state, names)
+        if gathered is None:
+            plan = self._plans[index] = GroupPlan(self, index, group, rule, self.backend)
+            gathered = plan.gather(group, self.state, names)
+        return plan, gathered
+
+    def _init_group(self, group, params, grads, square_avgs, momentum_buffers, grad_avgs, steps):
+        """torch's hook, under torch's name: Dynamo runs it eagerly when it compiles a step
+        (``fastrms.torch.traced_step``)."""
+        return init_group(self, group, params, grads, square_avgs, momentum_buffers, grad_avgs,
+                          steps)
 
     def _step_block(self, index, group):
         """The group's step counters: one tensor; ``state[p]["step"]`` are 0-d views of it.
@@ -168,7 +162,7 @@ class RMSprop(torch.optim.Optimizer):
             _check_dtype(p)
             buckets.setdefault((p.device, p.dtype), []).append(p)
         self._flat[index] = [_FlatGroup(params, self.state) for params in buckets.values()]
-        self._views.clear()
+        self._plans.clear()
 
     def _flat_calls(self, index, group, rule):
         flats = self._flat[index]
@@ -219,7 +213,7 @@ class RMSprop(torch.optim.Optimizer):
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
         for group in self.param_groups:
             _check_group(group)
-        self._views.clear()
+        self._plans.clear()
         self._step_blocks.clear()
         if self.flatten:
             for index in range(len(self.param_groups)):

@@ -10,6 +10,7 @@ import torch
 
 from ..dtypes import state_dtype
 from ..state import STATE_KEYS as STATE_BUFFERS
+from .tensors import _dense
 
 try:  # torch's step-counter dtype (float32, or float64 under a float64 default dtype)
     from torch.optim.optimizer import _get_scalar_dtype
@@ -36,11 +37,22 @@ def _state_of(state, p, group):
             continue
         buffer = state.get(key)
         if buffer is None:
-            state[key] = torch.zeros_like(p, dtype=dtype, memory_format=torch.contiguous_format)
-        elif buffer.dtype != dtype or buffer.device != p.device or not buffer.is_contiguous() \
-                or buffer.shape != p.shape:
-            state[key] = buffer.to(device=p.device, dtype=dtype).contiguous().reshape(p.shape)
+            state[key] = _laid_out_for(p, dtype).zero_()
+        elif buffer.dtype != dtype or buffer.device != p.device or buffer.shape != p.shape \
+                or buffer.stride() != _state_strides(p):
+            state[key] = _laid_out_for(p, dtype).copy_(buffer.reshape(p.shape))
     return state
+
+
+def _state_strides(p):
+    """The strides of ``p``'s state: ``p``'s own where it is dense (torch's preserve_format, so
+    that the update runs over the three as flat runs), else contiguous ones."""
+    return p.stride() if _dense(p) else torch.empty(p.shape, device="meta").stride()
+
+
+def _laid_out_for(p, dtype):
+    """An uninitialised state buffer for ``p`` (``_state_strides``), on ``p``'s device."""
+    return torch.empty_strided(p.shape, _state_strides(p), dtype=dtype, device=p.device)
 
 
 def _step_counters(n):

@@ -25,6 +25,27 @@ def _check_dtype(p):
                         f"CPU params; got a {p.dtype} param of shape {tuple(p.shape)}")
 
 
+def _dense(t):
+    """Whether ``t``'s elements fill one gapless run of memory, each once, in any order of
+    dimensions (contiguous, channels_last, a transpose...): an elementwise update can then run
+    over that run as a flat buffer, if grad and state have the same strides."""
+    if t.numel() == 0:
+        return True
+    expected = 1
+    for size, stride in sorted(((n, s) for n, s in zip(t.shape, t.stride()) if n != 1),
+                               key=lambda pair: pair[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _flat_run(t):
+    """A dense tensor's memory as a 1-D tensor (``_dense``), complex as real pairs."""
+    t = _real(t)
+    return t.as_strided((t.numel(),), (1,), t.storage_offset())
+
+
 def _real(t):
     """``t`` detached, complex tensors as their real view (torch's own treatment)."""
     t = t.detach()

@@ -1,0 +1,58 @@
+"""The step as ``torch.compile`` traces it: torch's own structure, so that Dynamo treats it as it
+treats torch's optimizers. ``RMSprop._init_group`` (which Dynamo runs eagerly, once, guarding on
+what it finds) gathers each group's params with a grad and their state, creating it as the eager
+step does; then one ``torch.ops.fastrms.rmsprop_`` call per group (opaque to the compiler; inductor
+calls it on the buffers in place) and one ``_foreach_add_`` of the step counts.
+
+A tensor lr is passed as ``lr_tensor``, read at each call: an LR scheduler that writes it does not
+recompile the step. A float lr is a constant of the compiled graph, as in torch's optimizers
+(a scheduler that changes it recompiles).
+"""
+
+import torch
+
+from .param_state import _state_of
+from .tensors import _check_dtype, _checked_grad
+
+
+def init_group(optimizer, group, params, grads, square_avgs, momentum_buffers, grad_avgs, steps):
+    """Append group ``group``'s params with a grad, their grads, state buffers and step counts to
+    the lists (torch's ``_init_group`` contract); returns whether any param is complex."""
+    has_complex = False
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        grad = _checked_grad(p)
+        _check_dtype(p)
+        state = _state_of(optimizer.state[p], p, group)
+        has_complex |= p.is_complex()
+        params.append(p)
+        grads.append(grad)
+        square_avgs.append(state["square_avg"])
+        if group["momentum"] > 0:
+            momentum_buffers.append(state["momentum_buffer"])
+        if group["centered"]:
+            grad_avgs.append(state["grad_avg"])
+        steps.append(state["step"])
+    return has_complex
+
+
+def traced_step(optimizer):
+    """One step of every group through the operator (the step ``torch.compile`` traces)."""
+    for group in optimizer.param_groups:
+        params, grads, square_avgs, momentum_buffers, grad_avgs, steps = [], [], [], [], [], []
+        optimizer._init_group(group, params, grads, square_avgs, momentum_buffers, grad_avgs,
+                              steps)
+        if not params:
+            continue
+        lr = group["lr"]
+        tensor_lr = isinstance(lr, torch.Tensor)
+        torch.ops.fastrms.rmsprop_(
+            params, grads, square_avgs, momentum_buffers, grad_avgs,
+            lr_tensor=lr if tensor_lr else None, convention="torch",
+            lr=None if tensor_lr else float(lr), alpha=float(group["alpha"]),
+            eps=float(group["eps"]), momentum=float(group["momentum"]),
+            centered=bool(group["centered"]), weight_decay=float(group["weight_decay"]),
+            maximize=bool(group["maximize"]), backend=optimizer.backend,
+            threads=optimizer.threads)
+        torch._foreach_add_(steps, 1)
