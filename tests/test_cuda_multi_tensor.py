@@ -2,7 +2,8 @@
 (tests/native/cuda_host.h) equals the NumPy reference bit for bit, launched with what
 ``fastrms.cuda.plan.multi_plan`` builds (its pure parts: tests/test_cuda_loader.py), and
 ``fastrms.cuda.backend.update_many`` itself drives it with one upload and one launch;
-``backend.update`` and the benchmark's roofline share one launch helper.
+``backend.update`` and the benchmark's roofline share one launch helper. An lr read from memory
+gives the bits of the same lr by value, afresh at each launch.
 
 Lists mix sizes 0, 1, 3 and 4097, aligned and unaligned views, over several steps, with a small
 chunk and grid so that tensors split into several chunks and blocks take several chunks each.
@@ -10,6 +11,7 @@ chunk and grid so that tensors split into several chunks and blocks take several
 
 import sys
 import types
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -116,6 +118,61 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
     for s, w in zip(sets, want):
         for got, ref in zip(s, w):
             cases.assert_same(got, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# The lr read from memory (lr_device: a float64 in host memory here).
+
+LRS = (0.0123456789, 3e-4, 0.02)  # none of them a float32: each is rounded on the way
+
+
+def _table(columns):
+    """int64 [n, 5]: the columns' data addresses (0 where absent), as update_many takes them."""
+    return np.array([[0 if c is None else c[j].ctypes.data for c in columns]
+                     for j in range(len(columns[0]))], np.int64)
+
+
+SIZES = np.array([n for n, _ in LIST], np.int64)
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_lr_from_memory_equals_lr_by_value(host_kernels, dtype):
+    """Over the mixed list: the lr at lr_device (the rule's own, 1.0, ignored) gives the bits of
+    that lr in the rule, in modes that use the lr every way."""
+    rng = np.random.default_rng(13)
+    lr = np.zeros(1, np.float64)
+    for desc, rule in cases.some_modes():
+        by_value, from_memory = _lists(rng, rule, dtype, LIST)
+        for t, value in enumerate(LRS, 1):
+            grads = [cases.grad(rng, dtype, n) for n, _ in LIST]
+            lr[0] = value
+            host_kernels.step_many(replace(rule, lr=1.0), t, from_memory[0], grads,
+                                   *from_memory[1:], chunk=SMALL_CHUNK, lr_device=lr.ctypes.data)
+            host_kernels.step_many(replace(rule, lr=value), t, by_value[0], grads, *by_value[1:])
+        for j in range(len(LIST)):
+            cases.assert_same_buffers([None if c is None else c[j] for c in from_memory],
+                                      [None if c is None else c[j] for c in by_value],
+                                      err_msg=f"{dtype} {desc} [{j}]")
+
+
+def test_the_same_multi_launch_reads_a_new_lr_from_memory(host_kernels):
+    """As a replayed CUDA graph does: one launch, arguments and all, run again after a new lr
+    was written where lr_device points."""
+    rule = Rule(momentum=0.9, centered=True, weight_decay=0.01, decoupled_weight_decay=True)
+    rng = np.random.default_rng(14)
+    by_value, from_memory = _lists(rng, rule, F32, LIST)
+    grads = [cases.grad(rng, F32, n) for n, _ in LIST]
+    lr = np.array([LRS[0]])
+    launch = plan.multi_plan(F32, _table((from_memory[0], grads, *from_memory[1:])), SIZES, rule,
+                             None, 2, SMALL_CHUNK)
+    args = plan.multi_kernel_args(launch.descriptors.ctypes.data, launch.n_tensors,
+                                  launch.n_chunks, launch.rule_args, lr.ctypes.data)
+    for value in LRS:
+        lr[0] = value
+        host_kernels.launch(launch, args)
+        host_kernels.step_many(replace(rule, lr=value), None, by_value[0], grads, *by_value[1:])
+    for j in range(len(LIST)):
+        cases.assert_same_buffers([c[j] for c in from_memory], [c[j] for c in by_value])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,3 +333,4 @@ def test_the_roofline_is_the_steps_launch_with_its_own_build(host_backend, launc
     assert (roofline.grid, roofline.block) == (step.grid, step.block)
     assert [v.tobytes() for v in roofline.args] == [v.tobytes() for v in step.args]
     assert log == [("launch", step.name, True)] * 2
+
