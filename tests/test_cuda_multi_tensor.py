@@ -3,7 +3,8 @@
 ``fastrms.cuda.plan.multi_plan`` builds (its pure parts: tests/test_cuda_loader.py), and
 ``fastrms.cuda.backend.update_many`` itself drives it with one upload and one launch;
 ``backend.update`` and the benchmark's roofline share one launch helper. An lr read from memory
-gives the bits of the same lr by value, afresh at each launch.
+gives the bits of the same lr by value, afresh at each launch, and ``backend.prepare_many``'s
+launches equal ``update_many``'s with nothing but a launch per step.
 
 Lists mix sizes 0, 1, 3 and 4097, aligned and unaligned views, over several steps, with a small
 chunk and grid so that tensors split into several chunks and blocks take several chunks each.
@@ -176,8 +177,8 @@ def test_the_same_multi_launch_reads_a_new_lr_from_memory(host_kernels):
 
 
 # ---------------------------------------------------------------------------------------------
-# The backend (update_many; update and the roofline's launch), with CuPy's few calls stood in for
-# by host ones.
+# The backend (update_many, prepare_many; update and the roofline's launch), with CuPy's few calls
+# stood in for by host ones.
 
 class _FakeStream:
     ptr = 1234
@@ -190,6 +191,9 @@ class _FakeStream:
     def __exit__(self, *exc):
         self.current = False
         return False
+
+    def synchronize(self):
+        self.log.append(("wait", self.ptr))
 
 
 class _HostCopy:
@@ -244,6 +248,7 @@ def host_backend(host_kernels, monkeypatch, launches):
 
     log = []
     stream = _FakeStream()
+    stream.log = log
 
     def kernel(device, name, options=loader.OPTIONS):
         def launch(grid, block, args):
@@ -256,6 +261,7 @@ def host_backend(host_kernels, monkeypatch, launches):
 
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(log))
     monkeypatch.setattr(arrays, "launch_stream", lambda array: stream)
+    monkeypatch.setattr(arrays, "cupy_stream", lambda given, device: stream)
     monkeypatch.setattr(loader, "kernel", kernel)
     monkeypatch.setattr(loader, "multiprocessors", lambda device: 2)
     monkeypatch.setattr(backend, "_DEVICE_TABLES", type(backend._DEVICE_TABLES)())
@@ -334,3 +340,58 @@ def test_the_roofline_is_the_steps_launch_with_its_own_build(host_backend, launc
     assert [v.tobytes() for v in roofline.args] == [v.tobytes() for v in step.args]
     assert log == [("launch", step.name, True)] * 2
 
+
+def _columns(state, grads):
+    """param, grad, square_avg, momentum_buffer, grad_avg: the params seen as on a device."""
+    return ([p.view(_OnDevice) for p in state[0]], grads, *state[1:])
+
+
+def test_prepared_launch_equals_update_many_with_the_lr_from_memory(host_backend):
+    """prepare_many copies the tables once and waits once; then each step is one launch on the
+    stream given, nothing else, with the lr read from memory (new each step), and equals
+    update_many with that lr by value. Bias-corrected: new scalars each step too."""
+    backend, log = host_backend
+    rule = Rule(momentum=0.5, centered=True, weight_decay=0.01, decoupled_weight_decay=True,
+                bias_correction=True)
+    rng = np.random.default_rng(15)
+    by_value, from_memory = _lists(rng, rule, F32, LIST)
+    fixed_grads = [cases.offset_view(np.zeros(n, F32), o[1]) for n, o in LIST]
+    ours = _columns(from_memory, fixed_grads)
+    lr = np.zeros(1, np.float64)
+    prepared = backend.prepare_many(0, F32, _table(ours), SIZES, True, True)
+    tables_bytes = 8 * 5 * (len(LIST) + 5)
+    assert log == [("copy", _FakeStream.ptr, tables_bytes), ("wait", _FakeStream.ptr)]
+    assert prepared.matches(_table(ours), SIZES) and not prepared.matches(_table(ours), SIZES + 1)
+    for t, value in enumerate(LRS, 1):
+        grads = [cases.grad(rng, F32, n) for n, _ in LIST]
+        for buffer, g in zip(fixed_grads, grads):
+            buffer[...] = g
+        theirs = _columns(by_value, grads)
+        backend.update_many(Buffers(*theirs), replace(rule, lr=value), t, _table(theirs), SIZES)
+        lr[0] = value
+        del log[:]
+        prepared.launch(rule, t, lr_device=lr.ctypes.data)
+        assert log == [("launch", plan.multi_kernel_name(F32, True, True), True)]
+    for j in range(len(LIST)):
+        cases.assert_same_buffers([c[j] for c in ours[:1] + ours[2:]],
+                                  [c[j] for c in by_value], err_msg=f"[{j}]")
+
+
+def test_prepared_launch_refuses_a_rule_with_other_state_buffers(host_backend):
+    backend, log = host_backend
+    p = np.zeros(4, np.float32)
+    table = _table(([p], [p], [p], [p], None))
+    prepared = backend.prepare_many(0, F32, table, [4], True, False)
+    with pytest.raises(ValueError, match="prepared for"):
+        prepared.launch(Rule(momentum=0.9, centered=True))
+    with pytest.raises(ValueError, match="prepared for"):
+        prepared.launch(Rule())
+    with pytest.raises(ValueError, match="lacks an address"):
+        backend.prepare_many(0, F32, table, [4], True, True)  # no grad_avg column
+
+
+def test_prepared_launch_over_empty_tensors_does_nothing(host_backend):
+    backend, log = host_backend
+    prepared = backend.prepare_many(0, F32, np.zeros((2, 5), np.int64), [0, 0], False, False)
+    prepared.launch(Rule())
+    assert prepared.layout is None and log == []
