@@ -105,3 +105,17 @@ def test_checks_accept_cupy_buffers_and_refuse_overlap_and_wrong_dtypes():
     with pytest.raises(TypeError, match="does not support"):
         check_single(backend, Rule(), [fake(0, 4, np.int32), fake(16, 4, np.int32),
                                          fake(32, 4, np.int32), None, None])
+
+
+def test_launch_streams_are_cupy_streams_as_given_or_torch_streams_converted():
+    """``arrays.cupy_stream``: what ``backend.PreparedMany.launch`` is given as its stream."""
+    class TorchLike:  # how a torch.cuda.Stream names its handle (both ways)
+        cuda_stream = 1234
+
+        def __cuda_stream__(self):
+            return 0, 1234
+
+    converted = arrays.cupy_stream(TorchLike(), 0)
+    assert isinstance(converted, cupy.cuda.Stream | cupy.cuda.ExternalStream)
+    assert converted.ptr == 1234
+    assert arrays.cupy_stream(converted, 0) is converted

@@ -2,6 +2,8 @@
 torch.optim.RMSprop on CUDA. Marked ``gpu``; skipped, with the reason, where CuPy sees no device.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -270,3 +272,120 @@ def test_benchmark_roofline_does_one_multiply_add_per_buffer(cp, offset):
     for name, got, want in zip("xsba", (x, s, b, a), host[:1] + host[2:]):
         np.testing.assert_array_equal(got.get(), want * np.float32(0.5) + host[1], err_msg=name)
     np.testing.assert_array_equal(g.get(), host[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepared launches (backend.prepare_many): nothing but a launch per step, so that a CUDA graph can
+# capture them, with the lr read from device memory (a scheduler's tensor) at each replay.
+
+F32 = np.dtype(np.float32)
+SIZES = np.array([n for n, _ in LIST], np.int64)
+LRS = (0.02, 0.005, 0.0123456789)
+
+
+def _twin_lists(cp, rule, dtype, rng):
+    """Two device copies of one state over LIST: for each, its columns (param, grad, square_avg,
+    momentum_buffer, grad_avg; lists of views at LIST's offsets, None where absent) and its
+    address table."""
+    host = []
+    for n, _ in LIST:
+        param, square_avg, momentum_buffer, grad_avg = cases.state(rng, rule, dtype, n)
+        host.append((param, cases.grad(rng, dtype, n), square_avg, momentum_buffer, grad_avg))
+    twins = []
+    for _ in range(2):
+        rows = [[None if a is None else _device_view(cp, a, o) for a in row]
+                for row, (_, o) in zip(host, LIST)]
+        table = np.array([[0 if b is None else b.data.ptr for b in row] for row in rows], np.int64)
+        twins.append(([None if c[0] is None else list(c) for c in zip(*rows)], table))
+    return twins
+
+
+def _assert_twins_equal(ours, theirs, err_msg=""):
+    for j in range(len(LIST)):
+        cases.assert_same_buffers([None if c is None else c[j].get() for c in ours[:1] + ours[2:]],
+                                  [None if c is None else c[j].get()
+                                   for c in theirs[:1] + theirs[2:]], err_msg=f"{err_msg} [{j}]")
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_prepared_launch_equals_update_many(cp, dtype):
+    from fastrms.cuda import backend, plan
+
+    rng = np.random.default_rng(6)
+    device = cp.cuda.Device().id
+    for desc, rule in cases.some_modes():
+        (ours, table), (theirs, their_table) = _twin_lists(cp, rule, dtype, rng)
+        prepared = backend.prepare_many(device, dtype, table, SIZES, *plan.state_buffers(rule))
+        assert prepared.matches(table, SIZES) and not prepared.matches(their_table, SIZES)
+        for t in (1, 2, 3):
+            prepared.launch(rule, t)
+            backend.update_many(Buffers(*theirs), rule, t, their_table, SIZES)
+        _assert_twins_equal(ours, theirs, desc)
+
+
+RULE = Rule(momentum=0.9, centered=True, weight_decay=0.01, decoupled_weight_decay=True)
+
+
+def test_a_cupy_graph_replays_a_prepared_launch_with_the_lr_in_device_memory(cp):
+    """Captured once, replayed once per lr written to device memory: equal, bit for bit, to
+    eager launches with those lrs passed by value."""
+    from fastrms.cuda import backend
+
+    (ours, table), (theirs, their_table) = _twin_lists(cp, RULE, F32, np.random.default_rng(7))
+    cp.cuda.Device().synchronize()  # the copies above: a non-blocking stream does not wait for them
+    stream = cp.cuda.Stream(non_blocking=True)
+    device = cp.cuda.Device().id
+    prepared = backend.prepare_many(device, F32, table, SIZES, True, True, stream=stream)
+    twin = backend.prepare_many(device, F32, their_table, SIZES, True, True, stream=stream)
+    with stream:
+        lr = cp.full(1, LRS[0], cp.float64)
+        prepared.launch(RULE, lr_device=lr.data.ptr)  # warm-up: everything loaded before capture
+        twin.launch(replace(RULE, lr=LRS[0]))
+        stream.begin_capture()
+        prepared.launch(RULE, lr_device=lr.data.ptr)
+        graph = stream.end_capture()
+        for value in LRS:
+            lr.fill(value)
+            graph.launch(stream=stream)
+            twin.launch(replace(RULE, lr=value))
+        stream.synchronize()
+    _assert_twins_equal(ours, theirs)
+
+
+def test_a_torch_cuda_graph_replays_a_prepared_launch_with_an_lr_tensor(torch_cuda):
+    """Under torch.cuda.graph (global capture mode), launched on torch's current stream: the
+    replays read the lr tensor an LR scheduler writes, and equal eager launches bit for bit."""
+    from fastrms.cuda import backend
+
+    torch = torch_cuda
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    sizes = [4097, 3, 3 * 2**16 + 5]
+    ours = [[torch.randn(n, device="cuda", generator=gen) for n in sizes] for _ in range(2)]
+    ours += [[torch.rand(n, device="cuda", generator=gen) + 1 for n in sizes]]
+    ours += [[torch.zeros(n, device="cuda") for n in sizes] for _ in range(2)]
+    theirs = [[t.clone() for t in column] for column in ours]
+
+    def prepare(columns):
+        table = np.array([[c[j].data_ptr() for c in columns] for j in range(len(sizes))], np.int64)
+        return backend.prepare_many(torch.cuda.current_device(), np.float32, table, sizes, True,
+                                    True, stream=torch.cuda.current_stream())
+
+    prepared, twin = prepare(ours), prepare(theirs)
+    lr = torch.tensor(LRS[0], dtype=torch.float64, device="cuda")
+    side = torch.cuda.Stream()  # warm-up on a side stream, as torch's graph docs do
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        prepared.launch(RULE, lr_device=lr.data_ptr(), stream=torch.cuda.current_stream())
+        twin.launch(replace(RULE, lr=LRS[0]), stream=torch.cuda.current_stream())
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        prepared.launch(RULE, lr_device=lr.data_ptr(), stream=torch.cuda.current_stream())
+    for value in LRS:
+        lr.fill_(value)
+        graph.replay()
+        twin.launch(replace(RULE, lr=value), stream=torch.cuda.current_stream())
+    torch.cuda.synchronize()
+    for column, (a, b) in enumerate(zip(ours, theirs)):
+        for j in range(len(sizes)):
+            assert torch.equal(a[j], b[j]), (column, j)

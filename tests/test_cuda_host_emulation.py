@@ -3,8 +3,12 @@
 The kernel is launched exactly as the cupy backend launches it (``fastrms.cuda.plan.plan``),
 with a small grid (2 "multiprocessors") so that the grid-stride loops go round many times.
 Every dtype x every one of the 384 mode combinations at sizes 0, 1, 3 and 4097 and at unaligned
-offsets; six rules covering every mode value and every set of state buffers at 2^20 + 3.
+offsets; six rules covering every mode value and every set of state buffers at 2^20 + 3. An lr read
+from memory (lr_device) gives the bits of the same lr passed by value, and is read afresh by each
+launch.
 """
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -105,3 +109,50 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
     host_kernels.launch(launch)
     for got, ref in zip((param, square_avg, momentum_buffer, grad_avg), want):
         cases.assert_same(got, ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# The lr read from memory (lr_device: a float64 that the emulated kernel reads from host memory).
+
+LRS = (0.0123456789, 3e-4, 0.02)  # none of them a float32: each is rounded on the way
+
+
+def _buffers(rng, rule, dtype, n):
+    """param, grad, square_avg, momentum_buffer, grad_avg, and a copy of them all."""
+    param, square_avg, momentum_buffer, grad_avg = cases.state(rng, rule, dtype, n)
+    ours = [param, cases.grad(rng, dtype, n), square_avg, momentum_buffer, grad_avg]
+    return ours, [None if b is None else b.copy() for b in ours]
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_lr_from_memory_equals_lr_by_value(host_kernels, dtype):
+    """Two steps with the lr at lr_device, the rule's own lr (1.0) ignored, equal two steps with
+    that lr in the rule, bit for bit, in modes that use the lr every way (inside and outside the
+    momentum, Nesterov, decoupled weight decay, bias correction)."""
+    rng = np.random.default_rng(8)
+    lr = np.zeros(1, np.float64)
+    for desc, rule in cases.some_modes():
+        for value in LRS:
+            from_memory, by_value = _buffers(rng, rule, dtype, 4097)
+            lr[0] = value
+            for t in (1, 2):
+                host_kernels.step(replace(rule, lr=1.0), t, *from_memory, lr_device=lr.ctypes.data)
+                host_kernels.step(replace(rule, lr=value), t, *by_value)
+            cases.assert_same_buffers(from_memory[:1] + from_memory[2:],
+                                      by_value[:1] + by_value[2:], err_msg=f"{desc} lr={value}")
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_the_same_launch_reads_a_new_lr_from_memory(host_kernels, dtype):
+    """As a replayed CUDA graph does: one launch, arguments and all, run again after a scheduler
+    wrote a new lr where lr_device points."""
+    rule = Rule(momentum=0.9, centered=True, weight_decay=0.01, decoupled_weight_decay=True)
+    from_memory, by_value = _buffers(np.random.default_rng(9), rule, dtype, 4097)
+    lr = np.array([LRS[0]])
+    launch = host_kernels.step(rule, None, *from_memory, lr_device=lr.ctypes.data)
+    host_kernels.step(replace(rule, lr=LRS[0]), None, *by_value)
+    for value in LRS[1:]:
+        lr[0] = value
+        host_kernels.launch(launch)
+        host_kernels.step(replace(rule, lr=value), None, *by_value)
+    cases.assert_same_buffers(from_memory[:1] + from_memory[2:], by_value[:1] + by_value[2:])

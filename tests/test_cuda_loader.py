@@ -72,16 +72,19 @@ def test_rule_args_is_one_c_struct_of_the_rules_scalars_and_modes():
 
 
 def test_kernel_args_are_typed_as_the_kernel_parameters():
-    """Five pointers, four long longs, then RuleArgs<T> as one NumPy array of size one."""
+    """Five pointers, four long longs, RuleArgs<T> as one NumPy array of size one, then the lr's
+    device address (0: the rule's lr)."""
     rule = Rule(momentum=0.9, centered=True, bias_correction=True)
     for dtype in cases.PARAM_DTYPES:
         compute = plan.compute_dtype(dtype)
         scalars = rule.scalars(compute, 3)
         packed = rule_args.pack(scalars, rule.modes(), compute)
         args = plan.kernel_args([1, 2, 3, 0, 5], 0, 2, 10, 11, packed)
-        assert [type(a) for a in args] == [np.uint64] * 5 + [np.int64] * 4 + [np.ndarray]
-        assert [int(a) for a in args[:9]] == [1, 2, 3, 0, 5, 0, 2, 10, 11]
+        assert [type(a) for a in args] == [np.uint64] * 5 + [np.int64] * 4 + [np.ndarray,
+                                                                              np.uint64]
+        assert [int(a) for a in args[:9]] == [1, 2, 3, 0, 5, 0, 2, 10, 11] and args[10] == 0
         assert args[9] is packed and packed.shape == (1,) and not packed.flags.writeable
+        assert plan.kernel_args([1, 2, 3, 0, 5], 0, 2, 10, 11, packed, lr_device=64)[10] == 64
         assert packed.dtype == rule_args.DTYPES[compute]
         assert packed["k"].tobytes() == np.array(scalars, compute).tobytes()  # cast once, unchanged
         assert tuple(packed["m"][0]) == rule.modes()
@@ -98,12 +101,13 @@ def test_rule_args_reach_the_driver_as_cupy_passes_them():
     scalar = pytest.importorskip("cupy._core._scalar")
     from native.emulation import argument_bytes
 
-    launch = plan.plan(F64, (4096, 8192, 12288, None, None), 10, Rule(lr=0.5), None, 1)
-    packed = launch.args[-1]
+    launch = plan.plan(F64, (4096, 8192, 12288, None, None), 10, Rule(lr=0.5), None, 1,
+                       lr_device=64)
+    packed = launch.args[9]
     address, _ = argument_bytes(packed)
     assert function.CNumpyArray(packed).ptr == address == packed.ctypes.data
     assert ctypes.string_at(address, packed.nbytes) == packed.tobytes()
-    for arg in launch.args[:-1]:
+    for arg in launch.args[:9] + launch.args[10:]:
         address, alive = argument_bytes(arg)
         cupys = scalar.CScalar(arg)
         assert ctypes.string_at(cupys.ptr, 8) == ctypes.string_at(address, 8) == arg.tobytes()
@@ -245,14 +249,16 @@ def test_multi_launch_config():
 
 
 def test_multi_kernel_args_are_typed_as_the_kernel_parameters():
-    """Two pointers, a long long, then the plan's RuleArgs<T> (one NumPy array of size one)."""
+    """Two pointers, a long long, the plan's RuleArgs<T> (one NumPy array of size one), then the
+    lr's device address."""
     rule = Rule(momentum=0.9)
     table = np.array([[4096, 8192, 12288, 16384, 0]], np.int64)
     for dtype, compute in ((F32, np.float32), (F64, np.float64), (F16, np.float32)):
         launch = plan.multi_plan(dtype, table, [100], rule, None, 132)
-        args = plan.multi_kernel_args(4096, 3, 7, launch.rule_args)
-        assert [type(a) for a in args] == [np.uint64, np.uint64, np.int64, np.ndarray]
+        args = plan.multi_kernel_args(4096, 3, 7, launch.rule_args, lr_device=64)
+        assert [type(a) for a in args] == [np.uint64, np.uint64, np.int64, np.ndarray, np.uint64]
         assert args[:3] == (4096, 4096 + 3 * 5 * 8, 7)  # the chunk table follows the tensor table
+        assert args[4] == 64 and plan.multi_kernel_args(4096, 3, 7, launch.rule_args)[4] == 0
         assert args[3].dtype == rule_args.DTYPES[np.dtype(compute)] and args[3].shape == (1,)
         scalars = rule.scalars(np.dtype(compute), None)
         assert args[3]["k"].tobytes() == np.array(scalars, compute).tobytes()
@@ -273,3 +279,27 @@ def test_multi_plan_layout_and_memo():
     assert first.rule_args.tobytes() != second.rule_args.tobytes()  # the step's scalars
     assert first.descriptors is second.descriptors
     assert plan.multi_plan(F32, table, np.zeros(2, np.int64), Rule(), 1, 132) is None
+
+
+def test_multi_layout_is_the_plan_less_its_rule():
+    """What backend.prepare_many uploads once: multi_plan's launch but the packed rule, for the
+    instance named by the state buffers given, over the same (memoized) tables."""
+    table = np.array([[4096, 8192, 12288, 16384, 0], [16384, 20480, 24576, 28672, 0]], np.int64)
+    sizes = np.array([70_000, 3], np.int64)
+    rule = Rule(momentum=0.9, bias_correction=True)
+    for dtype in cases.PARAM_DTYPES:
+        layout = plan.multi_layout(dtype, table, sizes, True, False, 132)
+        launch = plan.multi_plan(dtype, table, sizes, rule, 4, 132)
+        assert tuple(launch) == (*layout, launch.rule_args)
+        assert launch.descriptors is layout.descriptors and layout.n_chunks == 3
+        assert launch.rule_args.tobytes() == rule_args.for_rule(rule, 4, dtype).tobytes()
+    assert plan.multi_layout(F32, table, sizes, 0, 1, 132).name == \
+        plan.multi_kernel_name(F32, False, True)
+    assert plan.multi_layout(F32, table, [0, 0], True, False, 132) is None
+
+
+def test_table_key_is_the_int64_bytes():
+    table = [[4096, 8192, 12288, 0, 0]]
+    assert plan.table_key(table, [7]) == (np.array(table, np.int64).tobytes(),
+                                          np.int64(7).tobytes())
+    assert plan.table_key(np.array(table, np.int32), None) == plan.table_key(table, None)

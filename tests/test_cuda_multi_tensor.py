@@ -2,7 +2,9 @@
 (tests/native/cuda_host.h) equals the NumPy reference bit for bit, launched with what
 ``fastrms.cuda.plan.multi_plan`` builds (its pure parts: tests/test_cuda_loader.py), and
 ``fastrms.cuda.backend.update_many`` itself drives it with one upload and one launch;
-``backend.update`` and the benchmark's roofline share one launch helper.
+``backend.update`` and the benchmark's roofline share one launch helper. An lr read from memory
+gives the bits of the same lr by value, afresh at each launch, and ``backend.prepare_many``'s
+launches equal ``update_many``'s with nothing but a launch per step.
 
 Lists mix sizes 0, 1, 3 and 4097, aligned and unaligned views, over several steps, with a small
 chunk and grid so that tensors split into several chunks and blocks take several chunks each.
@@ -10,6 +12,7 @@ chunk and grid so that tensors split into several chunks and blocks take several
 
 import sys
 import types
+from dataclasses import replace
 from typing import NamedTuple
 
 import numpy as np
@@ -119,8 +122,63 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
 
 
 # ---------------------------------------------------------------------------------------------
-# The backend (update_many; update and the roofline's launch), with CuPy's few calls stood in for
-# by host ones.
+# The lr read from memory (lr_device: a float64 in host memory here).
+
+LRS = (0.0123456789, 3e-4, 0.02)  # none of them a float32: each is rounded on the way
+
+
+def _table(columns):
+    """int64 [n, 5]: the columns' data addresses (0 where absent), as update_many takes them."""
+    return np.array([[0 if c is None else c[j].ctypes.data for c in columns]
+                     for j in range(len(columns[0]))], np.int64)
+
+
+SIZES = np.array([n for n, _ in LIST], np.int64)
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_lr_from_memory_equals_lr_by_value(host_kernels, dtype):
+    """Over the mixed list: the lr at lr_device (the rule's own, 1.0, ignored) gives the bits of
+    that lr in the rule, in modes that use the lr every way."""
+    rng = np.random.default_rng(13)
+    lr = np.zeros(1, np.float64)
+    for desc, rule in cases.some_modes():
+        by_value, from_memory = _lists(rng, rule, dtype, LIST)
+        for t, value in enumerate(LRS, 1):
+            grads = [cases.grad(rng, dtype, n) for n, _ in LIST]
+            lr[0] = value
+            host_kernels.step_many(replace(rule, lr=1.0), t, from_memory[0], grads,
+                                   *from_memory[1:], chunk=SMALL_CHUNK, lr_device=lr.ctypes.data)
+            host_kernels.step_many(replace(rule, lr=value), t, by_value[0], grads, *by_value[1:])
+        for j in range(len(LIST)):
+            cases.assert_same_buffers([None if c is None else c[j] for c in from_memory],
+                                      [None if c is None else c[j] for c in by_value],
+                                      err_msg=f"{dtype} {desc} [{j}]")
+
+
+def test_the_same_multi_launch_reads_a_new_lr_from_memory(host_kernels):
+    """As a replayed CUDA graph does: one launch, arguments and all, run again after a new lr
+    was written where lr_device points."""
+    rule = Rule(momentum=0.9, centered=True, weight_decay=0.01, decoupled_weight_decay=True)
+    rng = np.random.default_rng(14)
+    by_value, from_memory = _lists(rng, rule, F32, LIST)
+    grads = [cases.grad(rng, F32, n) for n, _ in LIST]
+    lr = np.array([LRS[0]])
+    launch = plan.multi_plan(F32, _table((from_memory[0], grads, *from_memory[1:])), SIZES, rule,
+                             None, 2, SMALL_CHUNK)
+    args = plan.multi_kernel_args(launch.descriptors.ctypes.data, launch.n_tensors,
+                                  launch.n_chunks, launch.rule_args, lr.ctypes.data)
+    for value in LRS:
+        lr[0] = value
+        host_kernels.launch(launch, args)
+        host_kernels.step_many(replace(rule, lr=value), None, by_value[0], grads, *by_value[1:])
+    for j in range(len(LIST)):
+        cases.assert_same_buffers([c[j] for c in from_memory], [c[j] for c in by_value])
+
+
+# ---------------------------------------------------------------------------------------------
+# The backend (update_many, prepare_many; update and the roofline's launch), with CuPy's few calls
+# stood in for by host ones.
 
 class _FakeStream:
     ptr = 1234
@@ -133,6 +191,9 @@ class _FakeStream:
     def __exit__(self, *exc):
         self.current = False
         return False
+
+    def synchronize(self):
+        self.log.append(("wait", self.ptr))
 
 
 class _HostCopy:
@@ -187,6 +248,7 @@ def host_backend(host_kernels, monkeypatch, launches):
 
     log = []
     stream = _FakeStream()
+    stream.log = log
 
     def kernel(device, name, options=loader.OPTIONS):
         def launch(grid, block, args):
@@ -199,6 +261,7 @@ def host_backend(host_kernels, monkeypatch, launches):
 
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(log))
     monkeypatch.setattr(arrays, "launch_stream", lambda array: stream)
+    monkeypatch.setattr(arrays, "cupy_stream", lambda given, device: stream)
     monkeypatch.setattr(loader, "kernel", kernel)
     monkeypatch.setattr(loader, "multiprocessors", lambda device: 2)
     monkeypatch.setattr(backend, "_DEVICE_TABLES", type(backend._DEVICE_TABLES)())
@@ -276,3 +339,59 @@ def test_the_roofline_is_the_steps_launch_with_its_own_build(host_backend, launc
     assert (roofline.grid, roofline.block) == (step.grid, step.block)
     assert [v.tobytes() for v in roofline.args] == [v.tobytes() for v in step.args]
     assert log == [("launch", step.name, True)] * 2
+
+
+def _columns(state, grads):
+    """param, grad, square_avg, momentum_buffer, grad_avg: the params seen as on a device."""
+    return ([p.view(_OnDevice) for p in state[0]], grads, *state[1:])
+
+
+def test_prepared_launch_equals_update_many_with_the_lr_from_memory(host_backend):
+    """prepare_many copies the tables once and waits once; then each step is one launch on the
+    stream given, nothing else, with the lr read from memory (new each step), and equals
+    update_many with that lr by value. Bias-corrected: new scalars each step too."""
+    backend, log = host_backend
+    rule = Rule(momentum=0.5, centered=True, weight_decay=0.01, decoupled_weight_decay=True,
+                bias_correction=True)
+    rng = np.random.default_rng(15)
+    by_value, from_memory = _lists(rng, rule, F32, LIST)
+    fixed_grads = [cases.offset_view(np.zeros(n, F32), o[1]) for n, o in LIST]
+    ours = _columns(from_memory, fixed_grads)
+    lr = np.zeros(1, np.float64)
+    prepared = backend.prepare_many(0, F32, _table(ours), SIZES, True, True)
+    tables_bytes = 8 * 5 * (len(LIST) + 5)
+    assert log == [("copy", _FakeStream.ptr, tables_bytes), ("wait", _FakeStream.ptr)]
+    assert prepared.matches(_table(ours), SIZES) and not prepared.matches(_table(ours), SIZES + 1)
+    for t, value in enumerate(LRS, 1):
+        grads = [cases.grad(rng, F32, n) for n, _ in LIST]
+        for buffer, g in zip(fixed_grads, grads):
+            buffer[...] = g
+        theirs = _columns(by_value, grads)
+        backend.update_many(Buffers(*theirs), replace(rule, lr=value), t, _table(theirs), SIZES)
+        lr[0] = value
+        del log[:]
+        prepared.launch(rule, t, lr_device=lr.ctypes.data)
+        assert log == [("launch", plan.multi_kernel_name(F32, True, True), True)]
+    for j in range(len(LIST)):
+        cases.assert_same_buffers([c[j] for c in ours[:1] + ours[2:]],
+                                  [c[j] for c in by_value], err_msg=f"[{j}]")
+
+
+def test_prepared_launch_refuses_a_rule_with_other_state_buffers(host_backend):
+    backend, log = host_backend
+    p = np.zeros(4, np.float32)
+    table = _table(([p], [p], [p], [p], None))
+    prepared = backend.prepare_many(0, F32, table, [4], True, False)
+    with pytest.raises(ValueError, match="prepared for"):
+        prepared.launch(Rule(momentum=0.9, centered=True))
+    with pytest.raises(ValueError, match="prepared for"):
+        prepared.launch(Rule())
+    with pytest.raises(ValueError, match="lacks an address"):
+        backend.prepare_many(0, F32, table, [4], True, True)  # no grad_avg column
+
+
+def test_prepared_launch_over_empty_tensors_does_nothing(host_backend):
+    backend, log = host_backend
+    prepared = backend.prepare_many(0, F32, np.zeros((2, 5), np.int64), [0, 0], False, False)
+    prepared.launch(Rule())
+    assert prepared.layout is None and log == []

@@ -47,6 +47,15 @@ def launch_stream(array):
     return cupy.cuda.get_current_stream(device)
 
 
+def cupy_stream(stream, device):
+    """CuPy's handle on ``stream`` for a launch on device ``device``, for use inside
+    ``cupy.cuda.Device(device)``: a CuPy stream as it is, a torch CUDA stream as ``launch_stream``
+    takes torch's, and None as CuPy's current stream there."""
+    if stream is None:
+        return cupy.cuda.get_current_stream(device)
+    return _from_torch_stream(stream, device) if hasattr(stream, "cuda_stream") else stream
+
+
 def _from_torch_stream(stream, device):
     """CuPy's handle on a torch stream, for use inside ``cupy.cuda.Device(device)``: through the
     CUDA stream protocol where both sides have it (CuPy 14 deprecates ExternalStream)."""

@@ -5,12 +5,16 @@ The module contract is ``fastrms.dispatch``'s. The launch is planned by ``plan.p
 tested without a GPU) and compiled by ``loader.kernel``; ``launch`` adds only the device call, for
 ``update`` and for the benchmark's roofline (the same plan and launch, another build).
 ``update_many`` does the same for a list of buffer sets, in one launch of the multi-tensor kernel
-(``plan.multi_plan``), after one small copy of its tables to the device.
+(``plan.multi_plan``), after one small copy of its tables to the device. ``prepare_many`` does that
+copy once for a fixed list, ahead: its launches allocate, copy and wait for nothing, so that a
+CUDA graph can capture them (docs/gpu.md).
 """
 
 from collections import OrderedDict
 
-from . import loader, plan
+import numpy as np
+
+from . import loader, plan, rule_args
 
 NAME, PLACE = "cupy", "cuda"
 DTYPES = plan.DTYPES
@@ -76,9 +80,15 @@ def update_many(columns, rule, step, table, sizes, threads=None):
         stream = arrays.launch_stream(params[0])
     with cupy.cuda.Device(device), stream:
         descriptors = _descriptors_on_device(cupy, device, stream, planned)
-        args = plan.multi_kernel_args(descriptors.data.ptr, planned.n_tensors, planned.n_chunks,
-                                      planned.rule_args)
-        kernel((planned.grid,), (planned.block,), args)
+        _launch_many(kernel, planned, descriptors, planned.rule_args, 0)
+
+
+def _launch_many(kernel, layout, tables, packed, lr_device):
+    """The multi-tensor ``kernel`` over ``layout`` (``tables``: its descriptors on the device) on
+    the current device and stream: one launch, no allocation, no copy, no synchronization."""
+    args = plan.multi_kernel_args(tables.data.ptr, layout.n_tensors, layout.n_chunks, packed,
+                                  lr_device)
+    kernel((layout.grid,), (layout.block,), args)
 
 
 # (device, stream, tables' bytes) -> their device copy. A training loop passes the same buffers
@@ -95,9 +105,103 @@ def _descriptors_on_device(cupy, device, stream, planned):
     if cached is not None:
         _DEVICE_TABLES.move_to_end(key)
         return cached
-    copy = cupy.empty(planned.descriptors.size, planned.descriptors.dtype)
-    copy.set(planned.descriptors, stream=stream)  # one host-to-device copy, queued on the stream
-    _DEVICE_TABLES[key] = copy
+    copy = _DEVICE_TABLES[key] = _upload(cupy, planned.descriptors, stream)
     if len(_DEVICE_TABLES) > _MAX_DEVICE_TABLES:
         _DEVICE_TABLES.popitem(last=False)
     return copy
+
+
+def _upload(cupy, descriptors, stream):
+    """A device copy of ``descriptors``: from CuPy's pool for the current stream, filled by one
+    host-to-device copy queued on ``stream``."""
+    copy = cupy.empty(descriptors.size, descriptors.dtype)
+    copy.set(descriptors, stream=stream)
+    return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepared launches: the tables of a fixed list on the device once, then launches that do nothing
+# else, as a CUDA graph needs (a capture may neither allocate nor copy from pageable memory nor
+# wait). Rebuilt, by the caller, for another list: an upload once per new set of addresses.
+
+def prepare_many(device, param_dtype, table, sizes, has_momentum_buffer, has_grad_avg,
+                 stream=None):
+    """A ``PreparedMany``: the multi-tensor launch over the buffer sets that ``table`` and
+    ``sizes`` describe (as ``update_many`` takes them) on device ``device``, for the instance with
+    these state buffers: planned, compiled, and its tables copied to the device on ``stream`` (as
+    ``PreparedMany.launch`` takes it), which is then waited for once, so that launches on any stream
+    (a capturing one too) read them. Call it before a capture, not during one.
+    """
+    import cupy
+
+    from . import arrays
+
+    buffers = (bool(has_momentum_buffer), bool(has_grad_avg))
+    _check_columns(table, sizes, buffers)
+    layout = plan.multi_layout(param_dtype, table, sizes, *buffers, loader.multiprocessors(device))
+    kernel = tables = None
+    if layout is not None:
+        kernel = loader.kernel(device, layout.name)
+        with cupy.cuda.Device(device):
+            stream = arrays.cupy_stream(stream, device)
+            with stream:
+                tables = _upload(cupy, layout.descriptors, stream)
+            stream.synchronize()
+    return PreparedMany(device, np.dtype(param_dtype), buffers, plan.table_key(table, sizes),
+                        layout, kernel, tables)
+
+
+def _check_columns(table, sizes, buffers):
+    """Every tensor with elements has the buffers the instance reads and writes (a zero address
+    would be written through)."""
+    needed = [0, 1, 2] + [3] * buffers[0] + [4] * buffers[1]
+    rows = np.asarray(table, np.int64).reshape(-1, 5)[np.asarray(sizes, np.int64) > 0]
+    if (rows[:, needed] == 0).any():
+        raise ValueError("the table lacks an address that the instance needs "
+                         f"(param, grad, square_avg, momentum_buffer: {buffers[0]}, "
+                         f"grad_avg: {buffers[1]})")
+
+
+class PreparedMany:
+    """One multi-tensor launch over a fixed list of buffer sets, its tables on the device
+    (``prepare_many``). It keeps them alive: keep it as long as launches (a graph that captured
+    one) may read them. ``layout`` is the plan (None when every tensor is empty: launches do
+    nothing); ``matches(table, sizes)`` says whether it was prepared for those."""
+
+    def __init__(self, device, param_dtype, buffers, key, layout, kernel, tables):
+        self.device, self.param_dtype, self.buffers, self.key = device, param_dtype, buffers, key
+        self.layout, self._kernel, self._tables = layout, kernel, tables
+        self._memo = (None, None)  # the last (rule, step) launched, and its RuleArgs
+
+    def matches(self, table, sizes):
+        """Whether this launch is the one for ``table`` and ``sizes`` (their bytes compared)."""
+        return plan.table_key(table, sizes) == self.key
+
+    def launch(self, rule, step=None, lr_device=0, stream=None):
+        """One step with ``rule`` (whose state buffers must be the prepared ones) at ``step`` on
+        ``stream``: a CuPy stream, a torch CUDA stream (pass ``torch.cuda.current_stream()``
+        for torch tensors: a capturing one under ``torch.cuda.graph``) or None for CuPy's current
+        one. ``lr_device``: the device address of a float64 lr read at run time in place of
+        ``rule.lr`` (0: ``rule.lr``). Allocates, copies and waits for nothing on the device; the
+        rule is packed on the host, once per new rule (per step with bias correction)."""
+        if self.layout is None:
+            return
+        import cupy
+
+        from . import arrays
+
+        packed = self._rule_args(rule, step)
+        with cupy.cuda.Device(self.device):
+            with arrays.cupy_stream(stream, self.device):
+                _launch_many(self._kernel, self.layout, self._tables, packed, lr_device)
+
+    def _rule_args(self, rule, step):
+        key = (rule, step if rule.bias_correction else None)
+        last, packed = self._memo
+        if key != last:
+            if plan.state_buffers(rule) != self.buffers:
+                raise ValueError(f"the rule updates (momentum_buffer, grad_avg) = "
+                                 f"{plan.state_buffers(rule)}, prepared for {self.buffers}")
+            packed = rule_args.for_rule(rule, step, self.param_dtype)
+            self._memo = (key, packed)  # one assignment: threads see a pair that belongs together
+        return packed

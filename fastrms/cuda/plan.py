@@ -92,13 +92,15 @@ def launch_config(n_elements, width, multiprocessors):
     return max(grid, 1), BLOCK
 
 
-def kernel_args(addresses, begin, vec_begin, vec_end, end, rule):
+def kernel_args(addresses, begin, vec_begin, vec_end, end, rule, lr_device=0):
     """``rmsprop_kernel``'s argument tuple, each value typed as its parameter in ``rmsprop.cu``.
 
     ``addresses``: the five buffers' addresses (param, grad, square_avg, momentum_buffer,
     grad_avg; 0 for an absent buffer: a null pointer the instance never touches); the elements
     ``[begin, end)`` with their 128-bit span; ``rule``: the packed ``RuleArgs``
-    (``rule_args.pack``), passed by value as CuPy passes a NumPy array of size one.
+    (``rule_args.pack``), passed by value as CuPy passes a NumPy array of size one;
+    ``lr_device``: the device address of a float64 lr that the kernel reads in place of the
+    rule's (0: the rule's lr).
     """
     if len(addresses) != 5:
         raise ValueError(f"expected 5 addresses, got {len(addresses)}")
@@ -106,6 +108,7 @@ def kernel_args(addresses, begin, vec_begin, vec_end, end, rule):
         *(np.uint64(a) for a in addresses),  # pointers: 8 bytes each
         *(np.int64(i) for i in (begin, vec_begin, vec_end, end)),  # long long
         rule,  # RuleArgs<T>
+        np.uint64(lr_device),  # const double* lr_device
     )
 
 
@@ -116,21 +119,28 @@ class Launch(NamedTuple):
     args: tuple  # kernel_args
 
 
-def plan(param_dtype, addresses, end, rule, step, multiprocessors, begin=0):
+def plan(param_dtype, addresses, end, rule, step, multiprocessors, begin=0, lr_device=0):
     """Everything about one step's launch but the launch itself.
 
     ``addresses``: a tuple of where element 0 of param, grad, square_avg, momentum_buffer and
-    grad_avg lives (``None`` for an absent buffer); the step covers elements ``[begin, end)``.
+    grad_avg lives (``None`` for an absent buffer); the step covers elements ``[begin, end)``;
+    ``lr_device``: as for ``kernel_args``.
     Memoized: a training loop passes the same buffers every step, so after the first step a
     launch costs a dictionary lookup here instead of freshly typed arguments and a packed rule
     (the step only matters, and only enters the key, with bias correction).
     """
     step = step if rule.bias_correction else None
-    return _plan(np.dtype(param_dtype), addresses, end, rule, step, multiprocessors, begin)
+    return _plan(np.dtype(param_dtype), addresses, end, rule, step, multiprocessors, begin,
+                 lr_device)
+
+
+def state_buffers(rule):
+    """``(has_momentum_buffer, has_grad_avg)``: the state buffers ``rule`` updates."""
+    return rule.momentum != 0, rule.centered
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin):
+def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin, lr_device):
     compute = compute_dtype(param_dtype)
     present = [(a, param_dtype.itemsize if i < 2 else compute.itemsize)
                for i, a in enumerate(addresses) if a is not None]
@@ -139,7 +149,7 @@ def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin):
                                      width)
     grid, block = launch_config(end - begin, width, multiprocessors)
     args = kernel_args([a or 0 for a in addresses], begin, vec_begin, vec_end, end,
-                       rule_args.pack(rule.scalars(compute, step), rule.modes(), compute))
+                       rule_args.for_rule(rule, step, param_dtype), lr_device)
     name = kernel_name(param_dtype, addresses[3] is not None, addresses[4] is not None)
     return Launch(name, grid, block, args)
 
@@ -209,19 +219,21 @@ def multi_launch_config(n_chunks, multiprocessors):
     return max(min(n_chunks, BLOCKS_PER_SM * multiprocessors), 1), BLOCK
 
 
-def multi_kernel_args(descriptors_address, n_tensors, n_chunks, rule):
+def multi_kernel_args(descriptors_address, n_tensors, n_chunks, rule, lr_device=0):
     """The multi kernel's argument tuple, typed as in ``rmsprop.cu``: the tensor table's and the
-    chunk table's device addresses (both in the one ``descriptors`` upload), the chunk count and
-    the packed ``RuleArgs`` (``MultiLaunch.rule_args``)."""
+    chunk table's device addresses (both in the one ``descriptors`` upload), the chunk count, the
+    packed ``RuleArgs`` (``MultiLaunch.rule_args``) and ``lr_device`` (as for ``kernel_args``)."""
     return (
         np.uint64(descriptors_address),  # const long long* tensors
         np.uint64(descriptors_address + n_tensors * 5 * 8),  # const long long* chunks
         np.int64(n_chunks),
         rule,  # RuleArgs<T>
+        np.uint64(lr_device),  # const double* lr_device
     )
 
 
-class MultiLaunch(NamedTuple):
+class MultiLayout(NamedTuple):
+    """A multi-tensor launch less its rule: what ``backend.prepare_many`` keeps on the device."""
     name: str  # the kernel instance (multi_kernel_name)
     grid: int
     block: int
@@ -229,7 +241,11 @@ class MultiLaunch(NamedTuple):
     key: bytes  # descriptors' bytes: equal keys, equal tables (the device copy is memoized on it)
     n_tensors: int
     n_chunks: int
-    rule_args: np.ndarray  # the packed RuleArgs (rule_args.pack), for multi_kernel_args
+
+
+# A whole multi-tensor launch: MultiLayout's fields, then the packed RuleArgs (rule_args.pack).
+MultiLaunch = NamedTuple("MultiLaunch", [*MultiLayout.__annotations__.items(),
+                                         ("rule_args", np.ndarray)])
 
 
 def multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk=CHUNK, begins=None):
@@ -241,30 +257,35 @@ def multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk=CHU
     training loop passes the same buffers every step.
     """
     step = step if rule.bias_correction else None
-    table = np.ascontiguousarray(table, np.int64)
-    sizes = np.ascontiguousarray(sizes, np.int64)
-    begins = None if begins is None else np.ascontiguousarray(begins, np.int64)
-    return _multi_plan(np.dtype(param_dtype), table.tobytes(), sizes.tobytes(), rule, step,
-                       multiprocessors, chunk, None if begins is None else begins.tobytes())
+    return _multi_plan(np.dtype(param_dtype), *table_key(table, sizes), rule, step,
+                       multiprocessors, chunk, *table_key(begins))
+
+
+def multi_layout(param_dtype, table, sizes, has_momentum_buffer, has_grad_avg, multiprocessors,
+                 chunk=CHUNK, begins=None):
+    """``multi_plan`` less the rule: a ``MultiLayout`` (None if empty) for these state buffers."""
+    return _multi_tables(np.dtype(param_dtype), *table_key(table, sizes),
+                         (bool(has_momentum_buffer), bool(has_grad_avg)), multiprocessors, chunk,
+                         *table_key(begins))
+
+
+def table_key(*tables):
+    """Each of ``tables`` as int64 bytes (None stays None): multi-tensor plans are keyed so."""
+    return tuple(None if t is None else np.ascontiguousarray(t, np.int64).tobytes() for t in tables)
 
 
 @functools.lru_cache(maxsize=256)
 def _multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk, begins):
-    tables = _multi_tables(param_dtype, table, sizes, chunk, begins)
-    if tables is None:
-        return None
-    descriptors, key, n_tensors, n_chunks = tables
-    grid, block = multi_launch_config(n_chunks, multiprocessors)
-    name = multi_kernel_name(param_dtype, rule.momentum != 0, rule.centered)
-    compute = compute_dtype(param_dtype)
-    return MultiLaunch(name, grid, block, descriptors, key, n_tensors, n_chunks,
-                       rule_args.pack(rule.scalars(compute, step), rule.modes(), compute))
+    layout = _multi_tables(param_dtype, table, sizes, state_buffers(rule), multiprocessors, chunk,
+                           begins)
+    return layout and MultiLaunch(*layout, rule_args.for_rule(rule, step, param_dtype))
 
 
 @functools.lru_cache(maxsize=64)
-def _multi_tables(param_dtype, table, sizes, chunk, begins):
-    """``(descriptors, their bytes, n_tensors, n_chunks)``, or None without chunks. Cached apart
-    from the rule and step: with bias correction every step is a new plan over the same tables."""
+def _multi_tables(param_dtype, table, sizes, buffers, multiprocessors, chunk, begins):
+    """The ``MultiLayout`` of the instance with state ``buffers``, or None without chunks. Cached
+    apart from the rule and step: with bias correction every step is a new plan over the same
+    tables."""
     table = np.frombuffer(table, np.int64).reshape(-1, 5)
     sizes = np.frombuffer(sizes, np.int64)
     begins = None if begins is None else np.frombuffer(begins, np.int64)
@@ -274,4 +295,6 @@ def _multi_tables(param_dtype, table, sizes, chunk, begins):
         return None
     descriptors = np.concatenate([table.ravel(), chunks.ravel()])
     descriptors.flags.writeable = False  # shared by every plan that hits this cache entry
-    return descriptors, descriptors.tobytes(), len(table), len(chunks)
+    grid, block = multi_launch_config(len(chunks), multiprocessors)
+    return MultiLayout(multi_kernel_name(param_dtype, *buffers), grid, block, descriptors,
+                       descriptors.tobytes(), len(table), len(chunks))

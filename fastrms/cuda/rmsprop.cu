@@ -14,9 +14,10 @@
 // table: rmsprop_multi_kernel) is a template on the param dtype and on the two structural flags (is
 // there a momentum buffer, a grad average), which decide what is loaded and stored: 4 x 2 x 2 = 16
 // per kernel. The remaining modes (maximize, weight decay form, centered form, eps placement, bias
-// correction, momentum form) are uniform runtime arguments: every thread takes the same branch,
-// which costs a few predicated instructions in a kernel bound by memory traffic, whereas making
-// them template parameters too would mean 384 mode combinations x 4 dtypes to compile and cache.
+// correction, momentum form) are uniform runtime arguments, and so is where the lr comes from (the
+// rule, or device memory: with_lr): every thread takes the same branch, which costs a few
+// predicated instructions in a kernel bound by memory traffic, whereas making them template
+// parameters too would mean 384 mode combinations x 4 dtypes to compile and cache.
 
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>
@@ -239,6 +240,19 @@ struct Step {
     }
 };
 
+// The rule with its lr read from device memory where lr_device is not null (capturable steps: a
+// CUDA graph replays the same arguments while an LR scheduler writes the lr there), else as passed.
+// Cast to T as the host casts Rule.lr (fastrms/_spec.py: _scalars, T(lr)), so that an lr read here
+// and the same lr passed by value give the same bits. Read once per thread, before any element.
+template <typename T>
+__host__ __device__ __forceinline__ RuleArgs<T> with_lr(RuleArgs<T> rule,
+                                                        const double* __restrict__ lr_device) {
+    if (lr_device != nullptr) {
+        rule.k[LR] = static_cast<T>(*lr_device);
+    }
+    return rule;
+}
+
 constexpr int BLOCK = 256;  // threads per block; fastrms/cuda/plan.py launches exactly this many
 // Blocks resident per multiprocessor that launches count on (plan.py: BLOCKS_PER_SM): at most 64
 // registers per thread. rmsprop_kernel stays below that by itself; the multi kernel is told.
@@ -280,12 +294,13 @@ __global__ void __launch_bounds__(BLOCK) rmsprop_kernel(
     typename Precision<P>::T* __restrict__ momentum_buffer,
     typename Precision<P>::T* __restrict__ grad_avg,
     long long begin, long long vec_begin, long long vec_end, long long end,
-    const RuleArgs<typename Precision<P>::T> rule) {
+    const RuleArgs<typename Precision<P>::T> rule, const double* __restrict__ lr_device) {
     const long long thread = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long threads = static_cast<long long>(gridDim.x) * blockDim.x;
+    const auto r = with_lr(rule, lr_device);
     sweep<P, HAS_MOMENTUM, HAS_GRAD_AVG, long long>(thread, threads, param, grad, square_avg,
                                                     momentum_buffer, grad_avg, begin, vec_begin,
-                                                    vec_end, end, rule.k, rule.m);
+                                                    vec_end, end, r.k, r.m);
 }
 
 // The multi-tensor launch's tables (fastrms/cuda/plan.py: multi_plan builds them), int64 rows:
@@ -310,8 +325,9 @@ __host__ __device__ __forceinline__ E* address(long long a) {
 template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
 __global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
     const long long* __restrict__ tensors, const long long* __restrict__ chunks, long long n_chunks,
-    const RuleArgs<typename Precision<P>::T> rule) {
+    const RuleArgs<typename Precision<P>::T> rule, const double* __restrict__ lr_device) {
     using T = typename Precision<P>::T;
+    const auto r = with_lr(rule, lr_device);
     for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {
         const long long* chunk = chunks + c * N_CHUNK_FIELDS;
         const long long* row = tensors + chunk[TENSOR] * N_COLUMNS;
@@ -326,8 +342,7 @@ __global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
         sweep<P, HAS_MOMENTUM, HAS_GRAD_AVG, int>(
             static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), param, grad, square_avg,
             momentum_buffer, grad_avg, 0, static_cast<int>(chunk[VEC_BEGIN] - at),
-            static_cast<int>(chunk[VEC_END] - at), static_cast<int>(chunk[END] - at), rule.k,
-            rule.m);
+            static_cast<int>(chunk[VEC_END] - at), static_cast<int>(chunk[END] - at), r.k, r.m);
     }
 }
 
@@ -340,10 +355,11 @@ __global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
     template __global__ void fastrms::rmsprop_kernel<P, M, A>(                             \
         P*, const P*, fastrms::Precision<P>::T*, fastrms::Precision<P>::T*,                \
         fastrms::Precision<P>::T*, long long, long long, long long, long long,             \
-        fastrms::RuleArgs<fastrms::Precision<P>::T>);
+        fastrms::RuleArgs<fastrms::Precision<P>::T>, const double*);
 #define FASTRMS_MULTI_INSTANCE(P, M, A)                                                    \
     template __global__ void fastrms::rmsprop_multi_kernel<P, M, A>(                       \
-        const long long*, const long long*, long long, fastrms::RuleArgs<fastrms::Precision<P>::T>);
+        const long long*, const long long*, long long,                                     \
+        fastrms::RuleArgs<fastrms::Precision<P>::T>, const double*);
 #define FASTRMS_BOTH(P, M, A) FASTRMS_INSTANCE(P, M, A) FASTRMS_MULTI_INSTANCE(P, M, A)
 #define FASTRMS_INSTANCES(P) FASTRMS_BOTH(P, false, false) FASTRMS_BOTH(P, true, false)             \
     FASTRMS_BOTH(P, false, true) FASTRMS_BOTH(P, true, true)

@@ -13,6 +13,7 @@ struct that disagrees with ``FIELDS`` fails the compile.
 import numpy as np
 
 from .. import rule as R
+from ..dtypes import state_dtype
 
 COMPUTE = "compute"  # a field of the compute type T
 # rmsprop.cu's RuleArgs<T>, field for field: (name, element type, count). The arrays are indexed by
@@ -49,6 +50,13 @@ def pack(scalars, modes, compute):
     value["m"] = modes
     value.flags.writeable = False
     return value
+
+
+def for_rule(rule, step, param_dtype):
+    """``pack`` for ``rule`` at ``step``, as the instances for ``param_dtype`` take it (their
+    compute type: ``fastrms.dtypes.state_dtype``)."""
+    compute = state_dtype(param_dtype)
+    return pack(rule.scalars(compute, step), rule.modes(), compute)
 
 
 def _cxx_type(dtype):

@@ -72,19 +72,22 @@ class HostKernels:
         fn(launch.grid, launch.block, pointers)
 
     def step(self, rule, step, param, grad, square_avg, momentum_buffer=None, grad_avg=None,
-             multiprocessors=2):
-        """One step on host arrays, planned exactly as fastrms.cuda.backend.update plans it."""
+             multiprocessors=2, lr_device=0):
+        """One step on host arrays, planned exactly as fastrms.cuda.backend.update plans it
+        (``lr_device``: the address of a host float64 the kernel reads its lr from, or 0)."""
         buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
         addresses = tuple(None if b is None else b.ctypes.data for b in buffers)
-        launch = plan.plan(param.dtype, addresses, param.size, rule, step, multiprocessors)
+        launch = plan.plan(param.dtype, addresses, param.size, rule, step, multiprocessors,
+                           lr_device=lr_device)
         self.launch(launch)
         return launch
 
     def step_many(self, rule, step, params, grads, square_avgs, momentum_buffers=None,
-                  grad_avgs=None, multiprocessors=2, chunk=plan.CHUNK):
+                  grad_avgs=None, multiprocessors=2, chunk=plan.CHUNK, lr_device=0):
         """One step on lists of host arrays, planned and packed as fastrms.cuda.backend.update_many
-        does it (the tables stay in host memory, where the emulated kernel reads them). Returns the
-        plan (None when every tensor is empty: nothing launched)."""
+        does it (the tables stay in host memory, where the emulated kernel reads them; so does the
+        lr at ``lr_device``, as for ``step``). Returns the plan (None when every tensor is empty:
+        nothing launched)."""
         columns = (params, grads, square_avgs, momentum_buffers, grad_avgs)
         table = np.array([[0 if c is None else c[j].ctypes.data for c in columns]
                           for j in range(len(params))], dtype=np.int64)
@@ -93,5 +96,5 @@ class HostKernels:
         if launch is not None:
             self.launch(launch, plan.multi_kernel_args(launch.descriptors.ctypes.data,
                                                        launch.n_tensors, launch.n_chunks,
-                                                       launch.rule_args))
+                                                       launch.rule_args, lr_device))
         return launch
