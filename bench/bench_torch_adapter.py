@@ -1,17 +1,20 @@
-"""fastrms.torch.RMSprop vs torch.optim.RMSprop on a 100-tensor model, per step (CPU; CUDA too
-where torch sees a device).
+"""fastrms.torch.RMSprop vs torch.optim.RMSprop per step, on three models (CPU; CUDA too where
+torch sees a device).
 
-The issue's model: 100 float32 tensors whose sizes are spread geometrically from 10² to 10⁶
-elements (11.2 M in all; memory-bound), and a small one, 10² to 10⁴ (0.2 M; call-overhead-bound).
+Models of float32 tensors whose sizes are spread geometrically: 100 tensors of 10² to 10⁶
+elements (11.2 M in all; memory-bound), 100 of 10² to 10⁴ (0.2 M; call-overhead-bound), and
+1,000 of 10² to 10⁴ ("many small": 2 M; host-cost-bound, where the time per param is reported).
 Gradients fixed, plain RMSprop (torch's defaults). Variants: torch's for-loop (its CPU default),
-torch's foreach, fastrms without and with ``flatten=True``.
+torch's foreach, fastrms without and with ``flatten=True``, and fastrms's step compiled
+(``torch.compile(lambda: opt.step())``); on CUDA also torch's ``capturable=True`` foreach step
+and fastrms's ``capturable=True`` step captured in a CUDA graph and replayed.
 
     pytest -n 0 bench/bench_torch_adapter.py --benchmark-only -s      # table + side-by-side ratios
 
-The issue's targets: flatten=True ≥ 4x torch.optim.RMSprop per step, ≥ 2x without flattening.
-``test_side_by_side`` times the four variants interleaved, round by round, in one process (so that
-load from other processes hits all of them alike) and prints the ratios of the medians; no timing
-is asserted anywhere.
+``test_side_by_side`` times the variants interleaved, round by round, in one process (so that
+load from other processes hits all of them alike) and prints, per variant, the median, µs per
+param, the ratio to torch's for-loop and foreach steps, and the fraction of the same-traffic floor
+it reaches; no timing is asserted anywhere.
 """
 
 import platform
@@ -24,13 +27,13 @@ import pytest
 torch = pytest.importorskip("torch")
 import fastrms.torch  # noqa: E402
 
-N_TENSORS = 100
 MODELS = {
-    "1e2-1e6": np.unique(np.geomspace(100, 1_000_000, N_TENSORS).astype(int)),
-    "1e2-1e4": np.unique(np.geomspace(100, 10_000, N_TENSORS).astype(int)),
+    "1e2-1e6": np.unique(np.geomspace(100, 1_000_000, 100).astype(int)),
+    "1e2-1e4": np.unique(np.geomspace(100, 10_000, 100).astype(int)),
+    "many-small": np.geomspace(100, 10_000, 1000).astype(int),
 }
-assert all(sizes.size == N_TENSORS for sizes in MODELS.values())
-VARIANTS = ["torch_forloop", "torch_foreach", "fastrms", "fastrms_flat"]
+VARIANTS = ["torch_forloop", "torch_foreach", "fastrms", "fastrms_flat", "fastrms_compiled"]
+CUDA_VARIANTS = ["torch_capturable", "fastrms_graph"]  # CUDA graphs: CUDA only
 ROUNDS = 21
 DEVICES = ["cpu", "cuda"]  # cuda: skipped where torch sees no device
 
@@ -54,22 +57,41 @@ def timed(step, device):
 
 
 def build(variant, model="1e2-1e6", seed=0, device="cpu"):
-    """Params with fixed random grads and the optimizer of ``variant``, warmed up (compiled)."""
+    """The step of ``variant``'s optimizer over params with fixed random grads, warmed up
+    (compiled, or captured)."""
     gen = torch.Generator().manual_seed(seed)
     params = []
     for n in MODELS[model]:
         p = torch.nn.Parameter(torch.randn(int(n), generator=gen).to(device))
         p.grad = torch.randn(int(n), generator=gen).to(device)
         params.append(p)
-    if variant == "torch_forloop":
-        opt = torch.optim.RMSprop(params, foreach=False)
-    elif variant == "torch_foreach":
-        opt = torch.optim.RMSprop(params, foreach=True)
+    if variant.startswith("torch"):
+        opt = torch.optim.RMSprop(params, foreach=variant != "torch_forloop",
+                                  capturable=variant == "torch_capturable")
     else:
-        opt = fastrms.torch.RMSprop(params, flatten=variant == "fastrms_flat")
-    for _ in range(2):
-        opt.step()
-    return opt
+        opt = fastrms.torch.RMSprop(params, flatten=variant == "fastrms_flat",
+                                    capturable=variant == "fastrms_graph")
+    step = opt.step
+    if variant == "fastrms_compiled":
+        step = torch.compile(lambda: opt.step())
+    for _ in range(3):  # compiled: the first step creates the state, the second compiles again
+        step()
+    if variant == "fastrms_graph":
+        step = captured(opt.step)
+    return step
+
+
+def captured(step):
+    """``step`` captured in a CUDA graph (after the warm-up steps above), and its replay."""
+    side = torch.cuda.Stream()  # torch's recipe: a warm-up step on a side stream first
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
 
 
 def info(benchmark, variant, model, device):
@@ -77,30 +99,32 @@ def info(benchmark, variant, model, device):
 
     elements = int(MODELS[model].sum())
     benchmark.extra_info.update(
-        variant=variant, model=model, device=device, tensors=N_TENSORS, elements=elements,
+        variant=variant, model=model, device=device, tensors=len(MODELS[model]), elements=elements,
         bytes_per_step_fused=20 * elements,  # float32: read p, g, s; write p, s
         torch=torch.__version__, numba=numba.__version__, numpy=np.__version__,
         cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
     )
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS + CUDA_VARIANTS)
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_step(benchmark, device, model, variant):
-    opt = build(variant, model, device=on(device))
+    if variant in CUDA_VARIANTS and device != "cuda":
+        pytest.skip("CUDA graphs: CUDA only")
+    step = build(variant, model, device=on(device))
     info(benchmark, variant, model, device)
-    benchmark.group = f"step, 100 tensors {model}, {device}"
-    benchmark.pedantic(lambda: timed(opt.step, device), rounds=ROUNDS, iterations=1,
+    benchmark.group = f"step, {len(MODELS[model])} tensors {model}, {device}"
+    benchmark.pedantic(lambda: timed(step, device), rounds=ROUNDS, iterations=1,
                        warmup_rounds=1)
 
 
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("device", DEVICES)
 def test_side_by_side(benchmark, device, model):
-    """The four variants interleaved round by round; prints medians and ratios to torch's.
+    """The variants interleaved round by round; prints medians, µs per param and ratios.
 
-    A fifth entry, the floor: fastrms bench's same-traffic kernel (the fused step's memory
+    One more entry, the floor: fastrms bench's same-traffic kernel (the fused step's memory
     traffic, trivial math) over as many elements in one buffer, interleaved too, so that its
     caches are as cold as the steps' (on the large CPU model the five sets of buffers overflow
     the L3; the small one fits). torch's time over it is the most any fused step can reach under
@@ -114,23 +138,28 @@ def test_side_by_side(benchmark, device, model):
                                         runners.host_buffers("plain", "float32", elements))
     except runners.Skip as why:  # CUDA without a usable CuPy
         pytest.skip(str(why))
-    steps = {v: build(v, model, device=device).step for v in VARIANTS}
+    variants = VARIANTS + (CUDA_VARIANTS if device == "cuda" else [])
+    steps = {v: build(v, model, device=device) for v in variants}
     steps["same_traffic"] = floor.step
     times = {v: [] for v in steps}
     for _ in range(ROUNDS):
         for v, step in steps.items():
             times[v].append(timed(step, device))
     medians = {v: statistics.median(t) for v, t in times.items()}
-    base = medians["torch_forloop"]
-    print(f"\n{device}: 100 tensors {model}, {int(MODELS[model].sum()):,} float32 elements, "
-          f"{ROUNDS} interleaved rounds, "
-          f"torch threads {torch.get_num_threads()}")
+    tensors = len(MODELS[model])
+    print(f"\n{device}: {tensors} tensors {model}, {elements:,} float32 elements, "
+          f"{ROUNDS} interleaved rounds, torch threads {torch.get_num_threads()}")
+    print(f"  {'variant':17s} {'median ms':>9s} {'us/param':>8s} {'vs for-loop':>11s} "
+          f"{'vs foreach':>10s} {'of floor':>8s}")
     for v in steps:
-        print(f"  {v:14s} median {medians[v] * 1e3:8.2f} ms   torch for-loop / this = "
-              f"{base / medians[v]:5.2f}x")
+        print(f"  {v:17s} {medians[v] * 1e3:9.3f} {medians[v] / tensors * 1e6:8.2f} "
+              f"{medians['torch_forloop'] / medians[v]:10.2f}x "
+              f"{medians['torch_foreach'] / medians[v]:9.2f}x "
+              f"{medians['same_traffic'] / medians[v]:8.2f}")
     info(benchmark, "side_by_side", model, device)
-    benchmark.group = f"side by side, 100 tensors {model}, {device}"
+    benchmark.group = f"side by side, {tensors} tensors {model}, {device}"
     benchmark.extra_info.update({f"median_ms_{v}": medians[v] * 1e3 for v in steps})
-    benchmark.extra_info.update({f"speedup_{v}": base / medians[v] for v in steps})
+    benchmark.extra_info.update({f"speedup_{v}": medians["torch_forloop"] / medians[v]
+                                 for v in steps})
     # the benchmark's own timing: the flat fastrms step, for the pytest-benchmark table
     benchmark.pedantic(lambda: timed(steps["fastrms_flat"], device), rounds=ROUNDS, iterations=1)

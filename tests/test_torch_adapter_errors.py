@@ -43,8 +43,12 @@ def test_unsupported_dtype_and_flags_are_clear_errors():
     with pytest.raises(TypeError, match="float16"):
         RMSprop([half]).step()
     p = torch.nn.Parameter(torch.ones(3))
-    with pytest.raises(ValueError, match="capturable"):
-        RMSprop([p], capturable=True)
+    p.grad = torch.ones(3)
+    with pytest.raises(ValueError, match="capturable=True needs the group's params on one CUDA"):
+        RMSprop([p], capturable=True).step()  # a CUDA graph replays device work only
+    assert torch.equal(p, torch.ones(3))
+    with pytest.raises(ValueError, match="capturable=True is not supported with flatten=True"):
+        RMSprop([p], capturable=True, flatten=True)
     with pytest.raises(ValueError, match="differentiable"):
         RMSprop([p], differentiable=True)
     with pytest.raises(ValueError, match="lr"):

@@ -16,7 +16,7 @@ from ..threads import resolve as resolve_threads
 from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
 from .flat_group import _FlatGroup
 from .param_state import _adopt_step, _state_names, _state_of, _step_counters
-from .step_plan import GroupPlan
+from .step_plan import GroupPlan, refuse_under_capture
 from .traced_step import init_group, traced_step
 from .tensors import _check_dtype
 
@@ -29,11 +29,16 @@ def _torch_rule(lr, alpha, eps, weight_decay, momentum, centered, maximize):
                     momentum=momentum, centered=centered, maximize=maximize)
 
 
+# The rule's lr where a capturable step reads the group's lr tensor on the device instead.
+READ_ON_DEVICE = 1.0
+
+
 def rule_of(group):
-    """The ``fastrms`` rule of a param group (cached: one ``Rule`` per set of values)."""
+    """The ``fastrms`` rule of a param group (cached: one ``Rule`` per set of values). A tensor lr
+    is read here, on the host, unless the group is capturable (``READ_ON_DEVICE``)."""
     lr = group["lr"]
     if isinstance(lr, torch.Tensor):
-        lr = lr.item()
+        lr = READ_ON_DEVICE if group.get("capturable") else lr.item()
     return _torch_rule(float(lr), float(group["alpha"]), float(group["eps"]),
                        float(group["weight_decay"]), float(group["momentum"]),
                        bool(group["centered"]), bool(group["maximize"]))
@@ -81,7 +86,7 @@ class RMSprop(torch.optim.Optimizer):
         """Add a param group as torch does, validated (and flattened with ``flatten=True``)."""
         super().add_param_group(param_group)
         try:
-            _check_group(self.param_groups[-1])
+            _check_group(self.param_groups[-1], self.flatten)
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
@@ -109,15 +114,15 @@ class RMSprop(torch.optim.Optimizer):
             return loss
         calls, planned = [], []
         for index, group in enumerate(self.param_groups):
-            _check_group(group)
+            _check_group(group, self.flatten)
             rule = rule_of(group)
             if self.flatten:
                 calls += self._flat_calls(index, group, rule)
             else:
-                planned.append((self._plan(index, group, rule), rule))
+                planned.append((self._plan(index, group, rule), group, rule))
         threads = resolve_threads(self.threads, framework=torch.get_num_threads())
-        for (plan, gathered), rule in planned:
-            plan.run(rule, gathered, threads)
+        for (plan, gathered), group, rule in planned:
+            plan.run(group, rule, gathered, threads)
         for call in calls:
             call.run(self.backend, threads)
         return loss
@@ -131,6 +136,7 @@ class RMSprop(torch.optim.Optimizer):
         if plan is not None and plan.backend == self.backend:
             gathered = plan.gather(group, self.state, names)
         if gathered is None:
+            refuse_under_capture("the step must first check its params and allocate its state")
             plan = self._plans[index] = GroupPlan(self, index, group, rule, self.backend)
             gathered = plan.gather(group, self.state, names)
         return plan, gathered
@@ -147,9 +153,10 @@ class RMSprop(torch.optim.Optimizer):
         One ``index_add_`` then counts a step for every param (``_foreach_add_`` on a hundred
         0-d tensors took 100 µs here).
         """
+        device = _step_device(group)
         block = self._step_blocks.get(index)
-        if block is None or block[0].numel() != len(group["params"]):
-            block = self._step_blocks[index] = _step_counters(len(group["params"]))
+        if block is None or block[0].numel() != len(group["params"]) or block[0].device != device:
+            block = self._step_blocks[index] = _step_counters(len(group["params"]), device)
         return block
 
     # -- flatten=True -----------------------------------------------------------------------
@@ -212,7 +219,7 @@ class RMSprop(torch.optim.Optimizer):
             )
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
         for group in self.param_groups:
-            _check_group(group)
+            _check_group(group, self.flatten)
         self._plans.clear()
         self._step_blocks.clear()
         if self.flatten:
@@ -224,10 +231,18 @@ class RMSprop(torch.optim.Optimizer):
                     self._flatten_group(index)
 
 
-def _check_group(group):
-    if group.get("capturable"):
-        raise ValueError("capturable=True is not supported: fastrms steps are not CUDA-graph "
-                         "capturable (their scalars are cast on the host)")
+def _step_device(group):
+    """Where a group's step counts live: on the params' device if capturable (torch's layout;
+    counted there without a host copy), else on the CPU."""
+    if group.get("capturable") and group["params"]:
+        return group["params"][0].device
+    return torch.device("cpu")
+
+
+def _check_group(group, flatten=False):
+    if group.get("capturable") and flatten:
+        raise ValueError("capturable=True is not supported with flatten=True yet: use "
+                         "flatten=False (one launch per step either way)")
     if group.get("differentiable"):
         raise ValueError("differentiable=True is not supported: the fused step updates in place, "
                          "outside autograd")

@@ -55,9 +55,9 @@ def _laid_out_for(p, dtype):
     return torch.empty_strided(p.shape, _state_strides(p), dtype=dtype, device=p.device)
 
 
-def _step_counters(n):
+def _step_counters(n, device="cpu"):
     """A tensor of ``n`` step counters and its 0-d views (``state[p]["step"]`` of each param)."""
-    steps = torch.zeros(n, dtype=_get_scalar_dtype())
+    steps = torch.zeros(n, dtype=_get_scalar_dtype(), device=device)
     return steps, [steps[j] for j in range(n)]
 
 

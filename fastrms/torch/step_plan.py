@@ -54,8 +54,17 @@ class GroupPlan:
             entries.setdefault((p.device, _real(p).dtype), []).append((p, grad, state))
             positions.append(position)
         self.without_grad = [p for p in self.params if p.grad is None]
-        self.buckets = [_Bucket(rule, self.names, listed, backend) for listed in entries.values()]
-        self.step_index = None if len(positions) == len(self.params) else torch.tensor(positions)
+        self.capturable = _capturable(group, entries)
+        self.lr_on_device = None  # capturable with a tensor lr: a float64 copy the kernel reads
+        if self.capturable and isinstance(group["lr"], torch.Tensor):
+            self.lr_on_device = torch.empty((), dtype=torch.float64, device=group["lr"].device)
+        self.buckets = [_Bucket(rule, self.names, listed, backend, self.capturable)
+                        for listed in entries.values()]
+        device = self.step_block.device
+        self.step_index = None if len(positions) == len(self.params) else \
+            torch.tensor(positions, device=device)
+        self.step_ones = None if self.step_index is None else \
+            torch.ones(len(positions), dtype=self.step_block.dtype, device=device)
         self.written = [t for b in self.buckets for t in b.written]
 
     def gather(self, group, optimizer_state, names):
@@ -74,16 +83,44 @@ class GroupPlan:
             gathered.append(grads)
         return gathered
 
-    def run(self, rule, gathered, threads):
-        """The step: one backend call per bucket, then the step counts and version counters."""
+    def run(self, group, rule, gathered, threads):
+        """The step: one backend call per bucket, then the step counts and version counters.
+        Capturable: device work only (no host synchronisation, no host-to-device copy)."""
+        lr_device = 0
+        if self.lr_on_device is not None:
+            lr_device = self.lr_on_device.copy_(group["lr"]).data_ptr()
         for bucket, grads in zip(self.buckets, gathered):
-            bucket.run(rule, grads, threads)
+            bucket.run(rule, grads, threads, lr_device)
         if self.step_index is None:
             self.step_block.add_(1)
         elif len(self.step_index):
-            self.step_block.index_add_(0, self.step_index,
-                                       torch.ones(len(self.step_index), dtype=self.step_block.dtype))
+            self.step_block.index_add_(0, self.step_index, self.step_ones)
         torch.autograd.graph.increment_version(self.written)
+
+
+def refuse_under_capture(why):
+    """Raise, saying ``why`` and what to do, if the current CUDA stream is being captured."""
+    if torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing():
+        raise RuntimeError(
+            f"fastrms: {why}, which a CUDA graph capture does not allow: run an eager step "
+            "(warm-up) before capture, and keep the grads in place (zero_grad(set_to_none=False), "
+            "or capture the backward pass too)")
+
+
+def _capturable(group, entries):
+    """Whether the group steps capturably: ``capturable=True``, which needs its params on one
+    CUDA device and a tensor lr (if any) there too, as the step reads it without a copy."""
+    if not group.get("capturable"):
+        return False
+    devices = {device for device, _ in entries}
+    if any(d.type != "cuda" for d in devices) or len(devices) > 1:
+        raise ValueError("capturable=True needs the group's params on one CUDA device (a CUDA "
+                         f"graph replays device work only); got params on {sorted(map(str, devices))}")
+    lr = group["lr"]
+    if isinstance(lr, torch.Tensor) and devices and lr.device not in devices:
+        raise ValueError(f"capturable=True needs lr as a float or a tensor on the params' device "
+                         f"({next(iter(devices))}); got a tensor on {lr.device}")
+    return True
 
 
 def _is_not(a, b):
@@ -98,7 +135,7 @@ class _Bucket:
     grads move; the other columns are fixed while the plan lives.
     """
 
-    def __init__(self, rule, names, listed, backend):
+    def __init__(self, rule, names, listed, backend, capturable=False):
         self.params = [p for p, _, _ in listed]
         self.states = [state for _, _, state in listed]
         self.read_state = operator.itemgetter("step", *names)  # a tuple, even of one
@@ -121,6 +158,7 @@ class _Bucket:
         self.grad_addresses = self.table[:, GRAD].tolist()  # checked with the rest
         self.columns = columns  # update_many reads their dtype and device; addresses: the table
         self.update_many = getattr(self.module, "update_many", None)
+        self.capturable, self.prepared = capturable, None  # prepared: the capturable launch
         self.written = self.params + [s[n] for n in names for s in self.states]
 
     def gather(self):
@@ -131,7 +169,7 @@ class _Bucket:
             return None
         grads, addresses = read
         if addresses != self.grad_addresses:
-            self.grad_addresses = None  # until the new ones pass
+            self.grad_addresses = self.prepared = None  # until the new ones pass
             self.table[:, GRAD] = addresses
             validate.check_grads_clear(self.spans, self.table, self.nbytes)
             self.grad_addresses = addresses
@@ -163,8 +201,10 @@ class _Bucket:
             return None
         return grads, addresses
 
-    def run(self, rule, grads, threads):
-        if self.update_many is not None:
+    def run(self, rule, grads, threads, lr_device=0):
+        if self.capturable:
+            self._launch_prepared(rule, lr_device)
+        elif self.update_many is not None:
             self.update_many(self.columns, rule, None, self.table, self.sizes, threads)
         else:  # a backend without a multi-tensor entry (the NumPy reference): one call a param
             for j, g in enumerate(grads):
@@ -172,3 +212,16 @@ class _Bucket:
                 self.module.update(row._replace(grad=_array_of(_flat_run(g))), rule, None, threads)
         for j, p in self.gapped:
             p.copy_(self.runs[j])
+
+    def _launch_prepared(self, rule, lr_device):
+        """The capturable launch: its tables on the device since the step that prepared it
+        (the first, or the first after the grads moved), so that it only launches."""
+        stream = torch.cuda.current_stream(self.params[0].device)
+        if self.prepared is None:
+            refuse_under_capture("the grads moved since the last eager step, so the step would "
+                                 "copy a new pointer table to the device")
+            first, columns = self.columns.param[0], self.columns
+            self.prepared = self.module.prepare_many(
+                first.device.id, first.dtype, self.table, self.sizes,
+                columns.momentum_buffer is not None, columns.grad_avg is not None, stream=stream)
+        self.prepared.launch(rule, None, lr_device, stream=stream)
