@@ -54,8 +54,7 @@ class RMSprop(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, maximize=False, foreach=None, capturable=False,
                  differentiable=False, flatten=False, backend="auto", threads=None):
-        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
+        _check_defaults(lr, alpha, eps, weight_decay, momentum)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
@@ -228,6 +227,19 @@ class RMSprop(torch.optim.Optimizer):
                         fg.rebind(self.state)
                 else:
                     self._flatten_group(index)
+
+
+def _check_defaults(lr, alpha, eps, weight_decay, momentum):
+    """torch.optim.RMSprop's checks, messages and order, before the params are read; the stricter
+    ones of fastrms (finite values, alpha <= 1) follow per group (``_check_group``)."""
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    for value, message in ((lr, "Invalid learning rate"), (eps, "Invalid epsilon value"),
+                           (momentum, "Invalid momentum value"),
+                           (weight_decay, "Invalid weight_decay value"),
+                           (alpha, "Invalid alpha value")):
+        if not 0.0 <= value:
+            raise ValueError(f"{message}: {value}")
 
 
 def _check_group(group):
