@@ -19,6 +19,7 @@ from .tensors import _check_dtype, _checked_grad
 from .views import _Call, _TensorViews
 
 FORMAT = 1  # version of the state-dict layout written under the key "fastrms"
+_SETTINGS = {"flatten": False, "backend": "auto", "threads": None}  # ours, beyond torch's arguments
 
 
 @functools.lru_cache(maxsize=256)
@@ -66,13 +67,29 @@ class RMSprop(torch.optim.Optimizer):
         self._step_blocks = {}  # param group index -> (steps tensor, its 0-d views)
         super().__init__(params, defaults)
 
+    def __getstate__(self):
+        """torch's pickled state (defaults, state, param groups) and our settings; not the caches,
+        which hold views of this optimizer's memory."""
+        return {**super().__getstate__(), **{name: getattr(self, name) for name in _SETTINGS}}
+
     def __setstate__(self, state):
+        """torch's, as torch.optim.RMSprop's; a copy (pickled or deep-copied) starts new caches and,
+        with ``flatten=True``, packs its own params into new flat buffers."""
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in (("momentum", 0), ("centered", False), ("foreach", None),
                                ("maximize", False), ("differentiable", False),
                                ("capturable", False)):
                 group.setdefault(key, value)
+        if "_flat" in self.__dict__:  # load_state_dict's call: it updates the caches itself
+            return
+        for name, default in _SETTINGS.items():  # absent from pickles of older versions
+            self.__dict__.setdefault(name, default)
+        self._views, self._step_blocks = {}, {}
+        self._flat = [[] for _ in self.param_groups]
+        if self.flatten:
+            for index in range(len(self.param_groups)):
+                self._flatten_group(index)
 
     def add_param_group(self, param_group):
         """Add a param group as torch does, validated (and flattened with ``flatten=True``)."""
