@@ -217,10 +217,7 @@ class RMSprop(torch.optim.Optimizer):
         blocks), which torch's loader would otherwise adopt and update as its own.
         """
         saved = super().state_dict()
-        saved["state"] = {
-            key: {name: v.clone() if torch.is_tensor(v) else v for name, v in s.items()}
-            for key, s in saved["state"].items()
-        }
+        saved["state"] = {key: _copy_of(s) for key, s in saved["state"].items()}
         saved["fastrms"] = {"format": FORMAT, "flatten": self.flatten}
         return saved
 
@@ -257,6 +254,16 @@ def _check_defaults(lr, alpha, eps, weight_decay, momentum):
                            (alpha, "Invalid alpha value")):
         if not 0.0 <= value:
             raise ValueError(f"{message}: {value}")
+
+
+def _copy_of(value):
+    """``value`` with its tensors cloned, dicts looked into (entries that are not a param's state,
+    like a hook's ``state["test"] = 1``, are kept as they are)."""
+    if torch.is_tensor(value):
+        return value.clone()
+    if isinstance(value, dict):
+        return {key: _copy_of(v) for key, v in value.items()}
+    return value
 
 
 def _check_group(group):
