@@ -73,8 +73,8 @@ class RMSprop(torch.optim.Optimizer):
         return {**super().__getstate__(), **{name: getattr(self, name) for name in _SETTINGS}}
 
     def __setstate__(self, state):
-        """torch's, as torch.optim.RMSprop's; a copy (pickled or deep-copied) starts new caches and,
-        with ``flatten=True``, packs its own params into new flat buffers."""
+        """torch.optim.RMSprop's (the group flags older state lacks); a copy (pickled or deep-copied)
+        starts new caches and, with ``flatten=True``, packs its own params into new flat buffers."""
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in (("momentum", 0), ("centered", False), ("foreach", None),
