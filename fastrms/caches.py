@@ -66,6 +66,8 @@ CACHES = (
           "oldest of 64 is dropped, its memory returned to CuPy's pool on that stream"),
     Cache("fastrms.torch.optimizer", "_torch_rule", "the Rule of a torch param group's values",
           "never: the key is every value"),
+    Cache("fastrms.torch.ops", "_rule", "the Rule of the torch operator's arguments",
+          "never: the key is the convention and every field"),
     Cache("fastrms.threads", "pool_size", "Numba's thread pool size", "never: fixed when Numba "
           "starts"),
     Cache("fastrms.threads", "_from_environment", "OMP_NUM_THREADS / NUMBA_NUM_THREADS, read once",

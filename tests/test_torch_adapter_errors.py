@@ -51,7 +51,7 @@ def test_unsupported_dtype_and_flags_are_clear_errors():
         RMSprop([p], capturable=True, flatten=True)
     with pytest.raises(ValueError, match="differentiable"):
         RMSprop([p], differentiable=True)
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(ValueError, match="Invalid learning rate"):
         RMSprop([p], lr=-1.0)
     RMSprop([p], foreach=True)  # accepted, ignored: there is one fused path
 

@@ -14,7 +14,8 @@ memory) and one CuPy launch sequence for the CUDA tensors (zero copy, through
 
 What it does with torch's other arguments and inputs:
 
-- ``foreach``: accepted and ignored (there is one fused path); kept in the param groups.
+- ``foreach``: accepted (True, False or None) and kept in the param groups, with no effect: there
+  is one fused path.
 - ``capturable=True``, ``differentiable=True``: ValueError (no CUDA-graph capture, no autograd
   through the step).
 - params whose ``.grad`` is None are skipped, as torch skips them (no state, no step count).
@@ -25,13 +26,16 @@ What it does with torch's other arguments and inputs:
   ``flatten=True``, which copies them into the flat buffer (they become contiguous views).
 - on the CPU: float32, float64, complex64, complex128 (TypeError otherwise). Half-precision CUDA
   params keep float32 state (torch keeps it in the param dtype; the numbers differ slightly).
-- alpha must lie in [0, 1] (torch does not check); other values are validated like torch's.
+- lr, eps, momentum, weight_decay and alpha: torch's checks, order and messages, before the params
+  are read; fastrms also refuses non-finite values and alpha > 1 (torch does not check).
 - every update bumps the autograd version counter of the tensors it wrote
   (``torch.autograd.graph.increment_version``), as torch's in-place ops do.
 
 ``state_dict()`` adds ``"fastrms": {"format": FORMAT, "flatten": ...}`` at the top level, which
 torch ignores; loading accepts torch's own state dicts (no such key), a change of device or dtype
-(torch's casting rules) and a change of ``flatten``.
+(torch's casting rules) and a change of ``flatten``. ``copy.deepcopy`` and pickling keep
+``flatten``, ``backend`` and ``threads``; a copy steps on memory of its own (with ``flatten=True``
+it packs its params into new flat buffers).
 
 The package, one job a module: ``optimizer`` (``RMSprop``: the step routing, the state dicts),
 ``views`` (``_Call``: one ``apply`` and its step counts; ``_TensorViews``: a param's arrays, made

@@ -21,6 +21,7 @@ from .traced_step import init_group, traced_step
 from .tensors import _check_dtype
 
 FORMAT = 1  # version of the state-dict layout written under the key "fastrms"
+_SETTINGS = {"flatten": False, "backend": "auto", "threads": None}  # ours, beyond torch's arguments
 
 
 @functools.lru_cache(maxsize=256)
@@ -61,8 +62,7 @@ class RMSprop(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, maximize=False, foreach=None, capturable=False,
                  differentiable=False, flatten=False, backend="auto", threads=None):
-        if isinstance(lr, torch.Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
+        _check_defaults(lr, alpha, eps, weight_decay, momentum)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
@@ -74,13 +74,29 @@ class RMSprop(torch.optim.Optimizer):
         self._step_blocks = {}  # param group index -> (steps tensor, its 0-d views)
         super().__init__(params, defaults)
 
+    def __getstate__(self):
+        """torch's pickled state (defaults, state, param groups) and our settings; not the caches,
+        which hold views of this optimizer's memory."""
+        return {**super().__getstate__(), **{name: getattr(self, name) for name in _SETTINGS}}
+
     def __setstate__(self, state):
+        """torch.optim.RMSprop's (the group flags older state lacks); a copy (pickled or deep-copied)
+        starts new caches and, with ``flatten=True``, packs its own params into new flat buffers."""
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in (("momentum", 0), ("centered", False), ("foreach", None),
                                ("maximize", False), ("differentiable", False),
                                ("capturable", False)):
                 group.setdefault(key, value)
+        if "_flat" in self.__dict__:  # load_state_dict's call: it updates the caches itself
+            return
+        for name, default in _SETTINGS.items():  # absent from pickles of older versions
+            self.__dict__.setdefault(name, default)
+        self._plans, self._step_blocks = {}, {}
+        self._flat = [[] for _ in self.param_groups]
+        if self.flatten:
+            for index in range(len(self.param_groups)):
+                self._flatten_group(index)
 
     def add_param_group(self, param_group):
         """Add a param group as torch does, validated (and flattened with ``flatten=True``)."""
@@ -202,10 +218,7 @@ class RMSprop(torch.optim.Optimizer):
         blocks), which torch's loader would otherwise adopt and update as its own.
         """
         saved = super().state_dict()
-        saved["state"] = {
-            key: {name: v.clone() if torch.is_tensor(v) else v for name, v in s.items()}
-            for key, s in saved["state"].items()
-        }
+        saved["state"] = {key: _copy_of(s) for key, s in saved["state"].items()}
         saved["fastrms"] = {"format": FORMAT, "flatten": self.flatten}
         return saved
 
@@ -229,6 +242,29 @@ class RMSprop(torch.optim.Optimizer):
                         fg.rebind(self.state)
                 else:
                     self._flatten_group(index)
+
+
+def _check_defaults(lr, alpha, eps, weight_decay, momentum):
+    """torch.optim.RMSprop's checks, messages and order, before the params are read; the stricter
+    ones of fastrms (finite values, alpha <= 1) follow per group (``_check_group``)."""
+    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
+        raise ValueError("Tensor lr must be 1-element")
+    for value, message in ((lr, "Invalid learning rate"), (eps, "Invalid epsilon value"),
+                           (momentum, "Invalid momentum value"),
+                           (weight_decay, "Invalid weight_decay value"),
+                           (alpha, "Invalid alpha value")):
+        if not 0.0 <= value:
+            raise ValueError(f"{message}: {value}")
+
+
+def _copy_of(value):
+    """``value`` with its tensors cloned, dicts looked into (entries that are not a param's state,
+    like a hook's ``state["test"] = 1``, are kept as they are)."""
+    if torch.is_tensor(value):
+        return value.clone()
+    if isinstance(value, dict):
+        return {key: _copy_of(v) for key, v in value.items()}
+    return value
 
 
 def _step_device(group):
