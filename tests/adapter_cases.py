@@ -2,10 +2,6 @@
 and options of ``fastrms.torch.curves`` (bench/loss_curve_spread.py uses them too), the device
 fixture, the flatten parametrisation, the state-dict options and torch's own test inputs."""
 
-import importlib.util
-import sys
-import types
-import unittest
 
 import pytest
 
@@ -33,14 +29,9 @@ def device(request):
 def torch_optim_info():
     """torch's ``OptimizerInfo`` of RMSprop and the function that expands its configs, from
     ``torch.testing._internal.common_optimizers``: the inputs torch's own optimizer tests
-    (test/test_optim.py) run. A skip where this torch ships no such module.
-
-    Its imports need ``expecttest`` (not in the test extras) only as the base class of torch's
-    ``TestCase``, which these tests never use: a stand-in is registered where it is missing.
+    (test/test_optim.py) run (the test extras pin the torch that ships them).
     """
-    if importlib.util.find_spec("expecttest") is None:
-        stand_in = sys.modules["expecttest"] = types.ModuleType("expecttest")
-        stand_in.TestCase = unittest.TestCase
-    common = pytest.importorskip("torch.testing._internal.common_optimizers")
+    from torch.testing._internal import common_optimizers as common
+
     info = next(o for o in common.optim_db if o.optim_cls.__name__ == "RMSprop")
     return info, common._get_optim_inputs_including_global_cliquey_kwargs

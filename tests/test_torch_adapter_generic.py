@@ -9,8 +9,8 @@ agree bit for bit; fastrms and torch.optim.RMSprop agree within the tolerances o
 
 Listed and skipped in ``test_every_config_matches_torch``: the ``differentiable=True`` configs
 (refused by design, ``test_torch_adapter_errors.py``) and the CUDA-only ``capturable=True`` ones
-(the CUDA capturable work covers them). Non-contiguous params without ``flatten=True`` are refused
-by design (``test_goes_the_right_way_as_torch``). Not applicable: sparse gradients (RMSprop takes
+(tests/test_torch_adapter_cuda.py captures capturable steps). Strided params step as torch's,
+flat or not (``test_goes_the_right_way_as_torch``). Not applicable: sparse gradients (RMSprop takes
 none; the refusal is in ``test_torch_adapter_errors.py``), fused (RMSprop has none), the multi-GPU
 and CUDA-only tests, ``test_defaults_changed_to_foreach`` (it mocks torch's own foreach kernel,
 which fastrms never calls) and ``test_complex_2d`` (``test_complex_params_step_as_real_views``
@@ -177,14 +177,8 @@ def test_step_counts_follow_torchs_dtype():
 @flatten_both
 def test_goes_the_right_way_as_torch(kwargs, contiguous, with_lrsched, flatten):
     """20 steps, with torch's schedulers or none: the loss falls (rises with maximize), params
-    within torch's tolerances of torch's. Strided params need flatten=True (by design)."""
+    within torch's tolerances of torch's; strided params too (updated where they live)."""
     schedulers = INFO.scheduler_inputs[0] if with_lrsched else ()
-    if not contiguous and not flatten:
-        weight, bias, x = problem(contiguous=False)
-        opt = RMSprop([weight, bias], **kwargs)
-        with pytest.raises(ValueError, match="not contiguous"):
-            opt.step(closure_of(opt, weight, bias, x))
-        return
     runs = []
     for make, extra in ((torch.optim.RMSprop, {}), (RMSprop, {"flatten": flatten})):
         weight, bias, x = problem(contiguous=contiguous)
