@@ -2,7 +2,6 @@
 and options of ``fastrms.torch.curves`` (bench/loss_curve_spread.py uses them too), the device
 fixture, the flatten parametrisation, the state-dict options and torch's own test inputs."""
 
-
 import pytest
 
 pytest.importorskip("torch")

@@ -119,3 +119,20 @@ def test_operator_checks_like_rmsprop_update():
     with pytest.raises(ValueError, match=r"square_avg\[2\] has shape"):
         torch.ops.fastrms.rmsprop_(params, grads, squares, [], [])
     assert all(torch.equal(s, torch.zeros_like(s)) for s in squares)
+
+
+def test_operator_plan_follows_new_tensors_and_moved_memory():
+    """The operator keeps a plan per set of tensors: a call with other state tensors, or after a
+    param's memory moved, gives the bits of a fresh ``rmsprop_update``."""
+    params, squares = lists(0), [g.abs() for g in lists(2)]
+    twins = [[t.clone() for t in ts] for ts in (params, squares)]
+    for seed in (1, 2, 3):
+        if seed == 2:
+            squares = [s.clone() for s in squares]  # new state tensors: another plan
+        if seed == 3:
+            params[0].data = params[0].clone()  # moved memory: the plan is rebuilt
+        grads = lists(seed)
+        torch.ops.fastrms.rmsprop_(params, grads, squares, [], [], lr=0.05)
+        fastrms.rmsprop_update(twins[0], grads, twins[1], lr=0.05)
+    for ours, theirs in zip((params, squares), twins):
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))

@@ -1,8 +1,9 @@
 """``torch.ops.fastrms.rmsprop_``: the fused update as a torch operator, for compiled code.
 
 One operator over lists of tensors, mutating params and state in place (``mutates_args``), with a
-fake implementation for tracing; its real implementation is ``fastrms.functional.apply`` (every
-check of ``rmsprop_update``; Numba for CPU tensors, CuPy for CUDA ones). ``torch.compile`` of
+fake implementation for tracing. Its real implementation runs a ``list_plan.ListPlan`` of the
+lists (every check of ``rmsprop_update``, run once and kept while the same tensors come back;
+Numba for CPU tensors, CuPy for CUDA ones; complex ones as their real views, as torch's). ``torch.compile`` of
 ``fastrms.torch.RMSprop.step`` calls it, and inductor calls it on the buffers themselves (no
 functionalisation copies). Anyone may call it (``import fastrms.torch`` registers it)::
 
@@ -20,15 +21,22 @@ operator's own dispatch costs ~2-3 µs a tensor, more than the step; both give t
 """
 
 import functools
+import operator
+import weakref
+from collections import OrderedDict
 from typing import Optional
 
 import torch
 
+from .. import validate
+from .._buffers import NAMES, Buffers
 from .._spec import RULE_FIELDS, rule_for
-from ..functional import apply
 from ..threads import resolve as resolve_threads
 from ..validate import refuse_tracked
-from .tensors import _real
+from .list_plan import ListPlan
+from .param_state import STATE_BUFFERS
+
+GRAD = NAMES.index("grad")
 
 WRITTEN = ("params", "square_avgs", "momentum_buffers", "grad_avgs")
 
@@ -52,10 +60,13 @@ def rmsprop_(params: list[torch.Tensor], grads: list[torch.Tensor],
     rule = _rule(convention, lr, alpha, eps, eps_in_sqrt, momentum, lr_in_momentum, nesterov,
                  centered, centered_lerp, weight_decay, decoupled_weight_decay, bias_correction,
                  maximize, initial_scale)
-    apply(rule, _reals(params), _reals(grads), _reals(square_avgs),
-          _reals(momentum_buffers) if momentum_buffers else None,
-          _reals(grad_avgs) if grad_avgs else None, step, backend,
-          resolve_threads(threads, framework=torch.get_num_threads()))
+    columns = Buffers(params, grads, square_avgs, momentum_buffers or None, grad_avgs or None)
+    validate.check_lists(columns)
+    validate.check_state_matches(rule, columns.momentum_buffer, columns.grad_avg)
+    validate.check_step(rule, step)
+    if params:
+        _planned_run(rule, columns, step, backend,
+                     resolve_threads(threads, framework=torch.get_num_threads()))
 
 
 @rmsprop_.register_fake
@@ -69,9 +80,32 @@ def _rule(convention, *values):
     return rule_for(convention, **dict(zip(RULE_FIELDS, values)))
 
 
-def _reals(tensors):
-    """Complex tensors as their real views (re and im as two reals, as torch's RMSprop)."""
-    return [_real(t) if t.is_complex() else t for t in tensors]
+# (backend, the lists' lengths and tensors' ids) -> (weak references to those tensors, their
+# ListPlan): a compiled step passes the same params and state every call. Weak, so that a plan
+# never keeps a model alive; an id reused by a new tensor fails the identity test.
+_PLANS = OrderedDict()
+_PLANS_KEPT = 8
+
+
+def _planned_run(rule, columns, step, backend, threads):
+    """The update through a ``ListPlan`` of these lists, reused while the same tensors come
+    back (rebuilt, with every check, when they or their memory changed)."""
+    written = [t for i, column in enumerate(columns) if column is not None and i != GRAD
+               for t in column]
+    key = (backend, tuple(len(c or ()) for c in columns), tuple(map(id, written)))
+    entry = _PLANS.get(key)
+    gathered = None
+    if entry is not None and all(map(operator.is_, (ref() for ref in entry[0]), written)):
+        gathered = entry[1].gather(columns.param, columns.grad)
+    if gathered is None:
+        states = {name: column for name, column in zip(NAMES, columns)
+                  if column is not None and name in STATE_BUFFERS}
+        plan = ListPlan(rule, columns.param, columns.grad, states, backend)
+        entry = _PLANS[key] = ([weakref.ref(t) for t in written], plan)
+        if len(_PLANS) > _PLANS_KEPT:
+            _PLANS.popitem(last=False)
+        gathered = plan.gather(columns.param, columns.grad)
+    entry[1].run(rule, columns.param, gathered, step, threads)
 
 
 def _lr_of(lr_tensor):
@@ -83,16 +117,20 @@ def _lr_of(lr_tensor):
 def _autograd_kernel(keyset, params, grads, square_avgs, momentum_buffers, grad_avgs, *args,
                      **kwargs):
     """Refuse, as ``rmsprop_update`` and torch's in-place ops do, to write a tensor that requires
-    grad while grad mode is on; then run the operator below autograd. (custom_op's own kernel
-    would run it inside an autograd.Function, under no_grad, and allow it.)"""
+    grad while grad mode is on (custom_op's own kernel would run the operator inside an
+    autograd.Function, under no_grad, and allow it); bump the written tensors' versions in one
+    call (custom_op's ADInplaceOrView kernel fills in the defaults and bumps them one by one in
+    Python: ~5 µs a param of a compiled step); then run the implementation."""
+    written = [*params, *square_avgs, *momentum_buffers, *grad_avgs]
     if torch.is_grad_enabled():
         for name, tensors in zip(WRITTEN, (params, square_avgs, momentum_buffers, grad_avgs)):
             for j, t in enumerate(tensors):
                 if t.requires_grad:
                     refuse_tracked(t, f"{name}[{j}]")
-    with torch._C._AutoDispatchBelowAutograd():
+    torch.autograd.graph.increment_version(written)
+    with torch._C._AutoDispatchBelowADInplaceOrView():
         return torch.ops.fastrms.rmsprop_.default.redispatch(
-            keyset & torch._C._after_autograd_keyset, params, grads, square_avgs,
+            keyset & torch._C._after_ADInplaceOrView_keyset, params, grads, square_avgs,
             momentum_buffers, grad_avgs, *args, **kwargs)
 
 

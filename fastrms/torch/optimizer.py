@@ -16,7 +16,8 @@ from ..threads import resolve as resolve_threads
 from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
 from .flat_group import _FlatGroup
 from .param_state import _adopt_step, _state_names, _state_of, _step_counters
-from .step_plan import GroupPlan, refuse_under_capture
+from .list_plan import refuse_under_capture
+from .step_plan import GroupPlan
 from .traced_step import init_group, traced_step
 from .tensors import _check_dtype
 

@@ -13,7 +13,10 @@ _HOST_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
 
 
 def _checked_grad(p):
-    grad = p.grad
+    return _check_strided(p.grad)
+
+
+def _check_strided(grad):
     if grad.layout is not torch.strided:  # sparse (COO, CSR, ...) layouts
         raise RuntimeError("RMSprop does not support sparse gradients")
     return grad
