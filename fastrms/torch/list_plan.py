@@ -25,7 +25,6 @@ from .param_state import STATE_BUFFERS
 from .tensors import _array_of, _check_strided, _dense, _flat_run, _real
 
 GRAD = NAMES.index("grad")
-_STRIDED = torch.strided
 
 
 class ListPlan:
@@ -120,16 +119,18 @@ class Bucket:
         out, addresses = [], []
         if len(params) != len(self.addresses):
             return None
-        for p, g, address, dtype, stride in zip(params, grads, self.addresses, self.dtypes,
-                                                self.strides):
-            if p.data_ptr() != address or g.dtype is not dtype:
-                return None
-            if g.layout is not _STRIDED:
-                _check_strided(g)  # raises, as torch's RMSprop does
-            if g.stride() != stride:
-                g = torch.empty_strided(g.shape, stride, dtype=dtype, device=g.device).copy_(g)
-            out.append(g)
-            addresses.append(g.data_ptr())
+        try:
+            for p, g, address, dtype, stride in zip(params, grads, self.addresses, self.dtypes,
+                                                    self.strides):
+                if p.data_ptr() != address or g.dtype is not dtype:
+                    return None
+                if g.stride() != stride:  # (a sparse grad has none: it raises)
+                    g = torch.empty_strided(g.shape, stride, dtype=dtype, device=g.device).copy_(g)
+                out.append(g)
+                addresses.append(g.data_ptr())
+        except RuntimeError:
+            _check_strided(g)  # a sparse grad: torch's RMSprop's error
+            raise
         return out, addresses
 
     def run(self, rule, params, grads, step=None, threads=None, lr_device=0):
