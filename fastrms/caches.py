@@ -70,7 +70,7 @@ CACHES = (
           "never: the key is the convention and every field"),
     Cache("fastrms.torch.ops", "_PLANS", "the ListPlan of the operator's lists, by the tensors' "
           "ids (8 kept)", "a tensor that died or was replaced (weak references, identity "
-          "checked), or moved memory (addresses checked)"),
+          "checked), or moved memory (addresses checked); the least recently used of 8 dropped"),
     Cache("fastrms.threads", "pool_size", "Numba's thread pool size", "never: fixed when Numba "
           "starts"),
     Cache("fastrms.threads", "_from_environment", "OMP_NUM_THREADS / NUMBA_NUM_THREADS, read once",

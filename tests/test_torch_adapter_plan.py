@@ -11,12 +11,12 @@ KW = dict(lr=1e-2, momentum=0.9, centered=True, weight_decay=0.01)
 
 
 def params_of_every_layout():
-    """A contiguous matrix, a channels_last conv weight, a transpose (dense, not contiguous), a
+    """A square matrix, a channels_last conv weight, a transpose (dense, not contiguous), a
     strided view with gaps, and a complex vector."""
     torch.manual_seed(0)
     base = torch.randn(5, 12)
     return [torch.nn.Parameter(t) for t in (
-        torch.randn(3, 4),
+        torch.randn(4, 4),
         torch.randn(8, 3, 3, 3).to(memory_format=torch.channels_last),
         torch.randn(6, 4).t(),
         base[:, ::3],
@@ -81,8 +81,23 @@ def forced_rebuild(opt):
     opt.step()
 
 
+def swap_memory(t):
+    t.data = t.detach().clone()
+
+
+def reset_state(params, opt):
+    opt.state.clear()
+
+
 CHANGES = {
     "set_to_none": lambda params, opt: None,
+    "state_reset": reset_state,
+    "param_state_replaced": lambda params, opt: opt.state.__setitem__(params[1], {}),
+    "state_memory_swapped": lambda params, opt: swap_memory(opt.state[params[1]]["square_avg"]),
+    "param_transposed_in_place": lambda params, opt: setattr(params[0], "data",
+                                                             params[0].detach().t()),
+    "grad_conjugated_lazily": lambda params, opt: setattr(params[4], "grad",
+                                                          params[4].grad.conj()),
     "param_memory_replaced": lambda params, opt: setattr(params[0], "data",
                                                          params[0].detach().clone()),
     "state_tensor_replaced": lambda params, opt: opt.state[params[1]].__setitem__(
@@ -131,3 +146,57 @@ def test_grad_overlapping_a_param_is_refused_on_a_planned_step():
     a.grad = torch.ones(8)
     opt.step()  # recovers once the grad is its own buffer again
     assert opt.state[a]["step"].item() == 2
+
+
+def test_params_whose_memory_cannot_be_updated_in_place_are_refused_before_any_write():
+    """An expanded param (its elements share memory), and strided views whose memory extents
+    interleave: refused, naming the param, with nothing written."""
+    base = torch.zeros(4, 6)
+    cases = {"share memory": [torch.nn.Parameter(torch.zeros(1).expand(3))],
+             "strided view with gaps": [torch.nn.Parameter(base[:, 0:3]),
+                                        torch.nn.Parameter(base[:, 1:4])]}
+    for message, odd in cases.items():
+        plain = torch.nn.Parameter(torch.ones(5))
+        params = [plain, *odd]
+        for p in params:
+            p.grad = torch.ones_like(p)
+        with pytest.raises(ValueError, match=message):
+            RMSprop(params).step()
+        assert torch.equal(plain, torch.ones(5)) and torch.equal(base, torch.zeros(4, 6))
+
+
+def test_grad_aliasing_a_gapped_param_is_refused():
+    base = torch.zeros(4, 6)
+    p = torch.nn.Parameter(base[:, ::2])
+    p.grad = torch.ones_like(p)
+    opt = RMSprop([p])
+    opt.step()
+    p.grad = base.view(-1)[1:13].view(4, 3)  # the param's strides, inside its extent
+    with pytest.raises(ValueError, match="overlap"):
+        opt.step()
+
+
+def test_capturable_set_later_on_cpu_params_is_refused_not_run_with_a_placeholder_lr():
+    p = torch.nn.Parameter(torch.ones(5))
+    opt = RMSprop([p], lr=torch.tensor(0.01))
+    p.grad = torch.ones(5)
+    opt.step()
+    opt.param_groups[0]["capturable"] = True  # as torch.compile does on CUDA groups
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="capturable=True needs"):
+        opt.step()
+    assert torch.equal(p, before)
+
+
+def test_operator_plan_keeps_no_tensor_alive():
+    """The operator's cached plan holds neither the params and state nor the grads' memory."""
+    import gc
+
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    tensors = [torch.randn(8) for _ in range(3)]
+    torch.ops.fastrms.rmsprop_([tensors[0]], [tensors[1]], [tensors[2].abs()], [], [])
+    refs = [StorageWeakRef(t.untyped_storage()) for t in tensors]
+    del tensors
+    gc.collect()
+    assert all(ref.expired() for ref in refs)

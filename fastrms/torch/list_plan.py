@@ -15,6 +15,8 @@ strides, and a grad of other strides is copied to them first. A param with gaps 
 made a param) is copied into contiguous scratch memory each call, updated there and copied back.
 """
 
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
@@ -25,6 +27,7 @@ from .param_state import STATE_BUFFERS
 from .tensors import _array_of, _check_strided, _dense, _flat_run, _real
 
 GRAD = NAMES.index("grad")
+PREPARED_KEPT = 16  # capturable launches kept per bucket (each: its tables on the device)
 
 
 class ListPlan:
@@ -74,14 +77,20 @@ class Bucket:
     """
 
     def __init__(self, rule, params, grads, states, backend, capturable=False):
+        for j, p in enumerate(params):
+            if torch._debug_has_internal_overlap(p) == 1:  # 1: yes (2: cannot tell cheaply)
+                raise ValueError(f"param[{j}] of shape {tuple(p.shape)} has elements that share "
+                                 "memory (an expanded view): it cannot be updated in place")
         self.dtypes = [p.dtype for p in params]
         self.addresses = [p.data_ptr() for p in params]
+        self.shapes = [p.shape for p in params]
+        self.param_strides = [p.stride() for p in params]
+        self.complex = [p.is_complex() for p in params]
         self.device = params[0].device
         runs = [p if _dense(p) else torch.empty_like(p, memory_format=torch.contiguous_format)
                 for p in params]
         self.strides = [run.stride() for run in runs]  # the grads must have them too
         self.gapped = {j: run for j, (p, run) in enumerate(zip(params, runs)) if run is not p}
-        self.grad_addresses = None
         grads, _ = self._conformed(params, grads)
         columns = Buffers([_array_of(_flat_run(run)) for run in runs],
                           [_array_of(_flat_run(g)) for g in grads],
@@ -90,11 +99,18 @@ class Bucket:
         self.module, columns, self.table, self.sizes = checked_lists(rule, columns, backend)
         itemsizes = np.array([0 if c is None else c[0].itemsize for c in columns], dtype=np.int64)
         self.nbytes = self.sizes[:, None] * itemsizes
-        self.spans = validate.written_spans(self.table, self.nbytes)
-        self.grad_addresses = self.table[:, GRAD].tolist()  # checked with the rest
-        self.columns = columns  # update_many reads their dtype and device; addresses: the table
+        self.spans = _with_gapped(validate.written_spans(self.table, self.nbytes), params,
+                                  self.gapped)
+        validate.check_grads_clear(self.spans, self.table, self.nbytes)
+        self.grad_addresses = self.table[:, GRAD].tolist()
         self.update_many = getattr(self.module, "update_many", None)
-        self.capturable, self.prepared = capturable, None  # prepared: the capturable launch
+        # What update_many reads of the columns: dtype, device, which state buffers. Arrays of
+        # our own, not the callers' (a plan cached by the operator must not keep a model or the
+        # build step's grads alive); the reference backend, without update_many, needs them all.
+        self.columns = columns if self.update_many is None else _tags(columns, runs[0])
+        self.capturable = capturable
+        self.prepared = OrderedDict()  # capturable: table bytes -> its PreparedMany
+        self.launch = None  # the PreparedMany of the current table
 
     def gather(self, params, grads):
         """The grads as the kernel reads them, their addresses written into the table and
@@ -104,26 +120,35 @@ class Bucket:
             return None
         grads, addresses = conformed
         if addresses != self.grad_addresses:
-            self.grad_addresses = self.prepared = None  # until the new ones pass
+            self.grad_addresses = self.launch = None  # until the new ones pass
             self.table[:, GRAD] = addresses
             validate.check_grads_clear(self.spans, self.table, self.nbytes)
             self.grad_addresses = addresses
+        if self.capturable and self.launch is None:
+            self.launch = self.prepared.get(self.table.tobytes())
+            if self.launch is None:  # checked here, before any bucket launches
+                refuse_under_capture("the grads moved since the last eager step, so the step "
+                                     "would copy a new pointer table to the device")
         for j, run in self.gapped.items():
             run.copy_(params[j])
         return grads
 
     def _conformed(self, params, grads):
-        """The grads with their runs' strides (a grad of other strides is copied) and their
-        addresses, or None if a param, its memory or a grad's dtype changed. One pass over the
-        params: it runs every step."""
+        """The grads with their runs' strides (a grad of other strides, or a lazily conjugated
+        one, is copied) and their addresses, or None if a param, its memory or layout, or a
+        grad's dtype changed. One pass over the params: it runs every step."""
         out, addresses = [], []
         if len(params) != len(self.addresses):
             return None
         try:
-            for p, g, address, dtype, stride in zip(params, grads, self.addresses, self.dtypes,
-                                                    self.strides):
-                if p.data_ptr() != address or g.dtype is not dtype:
+            for p, g, address, shape, p_stride, dtype, stride, is_complex in zip(
+                    params, grads, self.addresses, self.shapes, self.param_strides, self.dtypes,
+                    self.strides, self.complex):
+                if p.data_ptr() != address or p.shape != shape or p.stride() != p_stride \
+                        or g.dtype is not dtype:
                     return None
+                if is_complex:  # torch's lazy conj/neg bits: the memory holds other values
+                    g = g.resolve_conj().resolve_neg()
                 if g.stride() != stride:  # (a sparse grad has none: it raises)
                     g = torch.empty_strided(g.shape, stride, dtype=dtype, device=g.device).copy_(g)
                 out.append(g)
@@ -146,17 +171,53 @@ class Bucket:
             params[j].copy_(run)
 
     def _launch_prepared(self, rule, lr_device):
-        """The capturable launch: its tables on the device since the step that prepared it
-        (the first, or the first after the grads moved), so that it only launches."""
+        """The capturable launch: its tables on the device since the step that prepared them.
+        The last ``PREPARED_KEPT`` prepared launches are kept, by their table's bytes: a captured
+        graph replays its tables' address, so they must outlive a later eager step whose grads
+        moved; and grads that come back to earlier addresses find their launch ready."""
         stream = torch.cuda.current_stream(self.device)
-        if self.prepared is None:
-            refuse_under_capture("the grads moved since the last eager step, so the step would "
-                                 "copy a new pointer table to the device")
+        if self.launch is None:
             first, columns = self.columns.param[0], self.columns
-            self.prepared = self.module.prepare_many(
+            self.launch = self.prepared[self.table.tobytes()] = self.module.prepare_many(
                 first.device.id, first.dtype, self.table, self.sizes,
                 columns.momentum_buffer is not None, columns.grad_avg is not None, stream=stream)
-        self.prepared.launch(rule, None, lr_device, stream=stream)
+            if len(self.prepared) > PREPARED_KEPT:
+                self.prepared.popitem(last=False)
+        self.launch.launch(rule, None, lr_device, stream=stream)
+
+
+def _tags(columns, run):
+    """``columns`` as the backends' ``update_many`` reads them when the table holds the addresses
+    (the param dtype and device, which state buffers are present): one array of ours for each."""
+    tag = [_array_of(_flat_run(torch.empty(1, dtype=run.dtype, device=run.device)))]
+    return Buffers(*(None if c is None else tag for c in columns))
+
+
+def _with_gapped(spans, params, gapped):
+    """The written spans and the extents of the gapped params (from their first to their last
+    element: their scratch copies are in the table, their own memory is not), sorted; refused if
+    an extent overlaps another, as a dense param's memory would be."""
+    if not gapped:
+        return spans
+    starts, ends = spans
+    extents = [(params[j].data_ptr(), _extent_end(params[j]), j) for j in gapped]
+    for start, end, j in extents:
+        others = [(s, e) for s, e, k in extents if k != j]
+        if any(start < e and s < end for s, e in zip(starts, ends)) \
+                or any(start < e and s < end for s, e in others):
+            raise ValueError(f"param[{j}] (a strided view with gaps) lies among the memory of "
+                             "another buffer of the step; fastrms refuses it rather than update "
+                             "memory it cannot tell apart")
+    starts = np.concatenate([starts, [s for s, _, _ in extents]])
+    ends = np.concatenate([ends, [e for _, e, _ in extents]])
+    order = np.argsort(starts, kind="stable")
+    return starts[order], ends[order]
+
+
+def _extent_end(t):
+    """One past the last byte of a tensor with positive strides."""
+    last = sum((n - 1) * s for n, s in zip(t.shape, t.stride()))
+    return t.data_ptr() + (last + 1) * t.element_size()
 
 
 def refuse_under_capture(why):
@@ -164,5 +225,5 @@ def refuse_under_capture(why):
     if torch.cuda.is_initialized() and torch.cuda.is_current_stream_capturing():
         raise RuntimeError(
             f"fastrms: {why}, which a CUDA graph capture does not allow: run an eager step "
-            "(warm-up) before capture, and keep the grads in place (zero_grad(set_to_none=False), "
-            "or capture the backward pass too)")
+            "(warm-up) before capture, with the grads where the captured step will find them "
+            "(zero_grad(set_to_none=False), so that backward accumulates into the same grads)")

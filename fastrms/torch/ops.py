@@ -81,8 +81,9 @@ def _rule(convention, *values):
 
 
 # (backend, the lists' lengths and tensors' ids) -> (weak references to those tensors, their
-# ListPlan): a compiled step passes the same params and state every call. Weak, so that a plan
-# never keeps a model alive; an id reused by a new tensor fails the identity test.
+# addresses, their ListPlan): a compiled step passes the same params and state every call. Weak,
+# and the plan keeps no array over them, so that a plan never keeps a model alive; an id reused
+# by a new tensor fails the identity test, a tensor whose memory was swapped the address test.
 _PLANS = OrderedDict()
 _PLANS_KEPT = 8
 
@@ -93,19 +94,22 @@ def _planned_run(rule, columns, step, backend, threads):
     written = [t for i, column in enumerate(columns) if column is not None and i != GRAD
                for t in column]
     key = (backend, tuple(len(c or ()) for c in columns), tuple(map(id, written)))
+    addresses = [t.data_ptr() for t in written]
     entry = _PLANS.get(key)
     gathered = None
-    if entry is not None and all(map(operator.is_, (ref() for ref in entry[0]), written)):
-        gathered = entry[1].gather(columns.param, columns.grad)
+    if entry is not None and all(map(operator.is_, (ref() for ref in entry[0]), written)) \
+            and addresses == entry[1]:
+        _PLANS.move_to_end(key)
+        gathered = entry[2].gather(columns.param, columns.grad)
     if gathered is None:
         states = {name: column for name, column in zip(NAMES, columns)
                   if column is not None and name in STATE_BUFFERS}
         plan = ListPlan(rule, columns.param, columns.grad, states, backend)
-        entry = _PLANS[key] = ([weakref.ref(t) for t in written], plan)
+        entry = _PLANS[key] = ([weakref.ref(t) for t in written], addresses, plan)
         if len(_PLANS) > _PLANS_KEPT:
             _PLANS.popitem(last=False)
         gathered = plan.gather(columns.param, columns.grad)
-    entry[1].run(rule, columns.param, gathered, step, threads)
+    entry[2].run(rule, columns.param, gathered, step, threads)
 
 
 def _lr_of(lr_tensor):

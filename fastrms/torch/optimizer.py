@@ -103,7 +103,10 @@ class RMSprop(torch.optim.Optimizer):
         """Add a param group as torch does, validated (and flattened with ``flatten=True``)."""
         super().add_param_group(param_group)
         try:
-            _check_group(self.param_groups[-1], self.flatten)
+            if self.param_groups[-1].get("capturable") and self.flatten:
+                raise ValueError("capturable=True is not supported with flatten=True yet: use "
+                                 "flatten=False (one launch per step either way)")
+            _check_group(self.param_groups[-1])
         except (ValueError, TypeError):
             self.param_groups.pop()
             raise
@@ -131,7 +134,7 @@ class RMSprop(torch.optim.Optimizer):
             return loss
         calls, planned = [], []
         for index, group in enumerate(self.param_groups):
-            _check_group(group, self.flatten)
+            _check_group(group)
             rule = rule_of(group)
             if self.flatten:
                 calls += self._flat_calls(index, group, rule)
@@ -189,6 +192,8 @@ class RMSprop(torch.optim.Optimizer):
         self._plans.clear()
 
     def _flat_calls(self, index, group, rule):
+        if group.get("capturable"):  # set by torch.compile on CUDA groups: steps run, uncaptured
+            refuse_under_capture("flatten=True steps are not capturable")
         flats = self._flat[index]
         if any(not fg.current() for fg in flats) or sum(len(fg.params) for fg in flats) \
                 != len(group["params"]):
@@ -233,7 +238,7 @@ class RMSprop(torch.optim.Optimizer):
             )
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
         for group in self.param_groups:
-            _check_group(group, self.flatten)
+            _check_group(group)
         self._plans.clear()
         self._step_blocks.clear()
         if self.flatten:
@@ -276,10 +281,7 @@ def _step_device(group):
     return torch.device("cpu")
 
 
-def _check_group(group, flatten=False):
-    if group.get("capturable") and flatten:
-        raise ValueError("capturable=True is not supported with flatten=True yet: use "
-                         "flatten=False (one launch per step either way)")
+def _check_group(group):
     if group.get("differentiable"):
         raise ValueError("differentiable=True is not supported: the fused step updates in place, "
                          "outside autograd")

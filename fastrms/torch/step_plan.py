@@ -15,7 +15,7 @@ import operator
 
 import torch
 
-from .list_plan import ListPlan
+from .list_plan import ListPlan, refuse_under_capture
 from .param_state import _adopt_step, _state_names, _state_of
 from .tensors import _check_dtype, _checked_grad
 
@@ -43,10 +43,13 @@ class GroupPlan:
         self.without_grad = [p for p in self.params if p.grad is None]
         self.read_state = operator.itemgetter("step", *self.names)  # a tuple, even of one
         self.state_tensors = [self.read_state(state) for state in states]
+        self.state_flat = [t for kept in self.state_tensors for t in kept]
+        self.state_addresses = [t.data_ptr() for t in self.state_flat]
         self.capturable = _capturable(group, with_grad)
+        self.lr_kind = _lr_kind(group["lr"])
         self.lr_on_device = None  # capturable with a tensor lr: a float64 copy the kernel reads
-        if self.capturable and isinstance(group["lr"], torch.Tensor):
-            self.lr_on_device = torch.empty((), dtype=torch.float64, device=group["lr"].device)
+        if self.capturable and self.lr_kind is not None:
+            self.lr_on_device = torch.empty((), dtype=torch.float64, device=with_grad[0].device)
         self.lists = ListPlan(rule, with_grad, [p.grad for p in with_grad],
                               {n: [s[n] for s in states] for n in self.names}, backend,
                               self.capturable)
@@ -63,18 +66,23 @@ class GroupPlan:
         params = group["params"]
         if names != self.names or optimizer_state is not self.state_map \
                 or len(params) != len(self.params) or any(map(_is_not, params, self.params)) \
-                or any(p.grad is not None for p in self.without_grad):
+                or any(p.grad is not None for p in self.without_grad) \
+                or bool(group.get("capturable")) != self.capturable \
+                or _lr_kind(group["lr"]) != self.lr_kind:
             return None
         grads = []
-        read_state = self.read_state
+        read_state, get_state = self.read_state, optimizer_state.get
         try:
             for p, state, kept in zip(self.with_grad, self.states, self.state_tensors):
                 g = p.grad
-                if g is None or not all(map(operator.is_, read_state(state), kept)):
-                    return None  # a grad or a state tensor went
+                if g is None or get_state(p) is not state \
+                        or not all(map(operator.is_, read_state(state), kept)):
+                    return None  # a grad, a param's state or a state tensor went
                 grads.append(g)
         except KeyError:  # a state buffer was deleted
             return None
+        if list(map(_data_ptr, self.state_flat)) != self.state_addresses:
+            return None  # a state tensor's memory was swapped (t.data = ...)
         if not grads:
             return []
         return self.lists.gather(self.with_grad, grads)
@@ -84,6 +92,9 @@ class GroupPlan:
         Capturable: device work only (no host synchronisation, no host-to-device copy)."""
         lr_device = 0
         if self.lr_on_device is not None:
+            if group["lr"].device.type == "cpu":  # allowed eagerly (torch.compile may set
+                refuse_under_capture("lr is a CPU tensor, which the step would copy to the "
+                                     "device")  # capturable=True on a group with one)
             lr_device = self.lr_on_device.copy_(group["lr"]).data_ptr()
         if gathered:
             self.lists.run(rule, self.with_grad, gathered, None, threads, lr_device)
@@ -96,18 +107,23 @@ class GroupPlan:
 
 def _capturable(group, params):
     """Whether the group steps capturably: ``capturable=True``, which needs its params on one
-    CUDA device and a tensor lr (if any) there too, as the step reads it without a copy."""
+    CUDA device (a CUDA graph replays device work only)."""
     if not group.get("capturable"):
         return False
     devices = {p.device for p in params}
     if any(d.type != "cuda" for d in devices) or len(devices) > 1:
         raise ValueError("capturable=True needs the group's params on one CUDA device (a CUDA "
                          f"graph replays device work only); got params on {sorted(map(str, devices))}")
-    lr = group["lr"]
-    if isinstance(lr, torch.Tensor) and devices and lr.device not in devices:
-        raise ValueError(f"capturable=True needs lr as a float or a tensor on the params' device "
-                         f"({next(iter(devices))}); got a tensor on {lr.device}")
     return True
+
+
+def _lr_kind(lr):
+    """None for a float lr, else the tensor's device: a plan reads the lr by one or the other."""
+    return lr.device if isinstance(lr, torch.Tensor) else None
+
+
+def _data_ptr(t):
+    return t.data_ptr()
 
 
 def _is_not(a, b):
