@@ -83,7 +83,7 @@ class Bucket:
                                  "memory (an expanded view): it cannot be updated in place")
         self.dtypes = [p.dtype for p in params]
         self.addresses = [p.data_ptr() for p in params]
-        self.shapes = [p.shape for p in params]
+        self.numels = [p.numel() for p in params]  # with the strides: the shape of a dense one
         self.param_strides = [p.stride() for p in params]
         self.complex = [p.is_complex() for p in params]
         self.device = params[0].device
@@ -141,10 +141,10 @@ class Bucket:
         if len(params) != len(self.addresses):
             return None
         try:
-            for p, g, address, shape, p_stride, dtype, stride, is_complex in zip(
-                    params, grads, self.addresses, self.shapes, self.param_strides, self.dtypes,
+            for p, g, address, numel, p_stride, dtype, stride, is_complex in zip(
+                    params, grads, self.addresses, self.numels, self.param_strides, self.dtypes,
                     self.strides, self.complex):
-                if p.data_ptr() != address or p.shape != shape or p.stride() != p_stride \
+                if p.data_ptr() != address or p.stride() != p_stride or p.numel() != numel \
                         or g.dtype is not dtype:
                     return None
                 if is_complex:  # torch's lazy conj/neg bits: the memory holds other values

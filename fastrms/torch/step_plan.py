@@ -40,11 +40,10 @@ class GroupPlan:
             positions.append(position)
             states.append(state)
         self.with_grad, self.states = with_grad, states
+        self.state_ids = frozenset(map(id, states))  # (a lookup by tensor costs a Python hash)
         self.without_grad = [p for p in self.params if p.grad is None]
         self.read_state = operator.itemgetter("step", *self.names)  # a tuple, even of one
-        self.state_tensors = [self.read_state(state) for state in states]
-        self.state_flat = [t for kept in self.state_tensors for t in kept]
-        self.state_addresses = [t.data_ptr() for t in self.state_flat]
+        self.state_addresses = [t.data_ptr() for state in states for t in self.read_state(state)]
         self.capturable = _capturable(group, with_grad)
         self.lr_kind = _lr_kind(group["lr"])
         self.lr_on_device = None  # capturable with a tensor lr: a float64 copy the kernel reads
@@ -65,24 +64,28 @@ class GroupPlan:
         plan is stale. Checks everything a step needs; writes nothing the caller owns."""
         params = group["params"]
         if names != self.names or optimizer_state is not self.state_map \
-                or len(params) != len(self.params) or any(map(_is_not, params, self.params)) \
+                or len(params) != len(self.params) or any(map(operator.is_not, params, self.params)) \
                 or any(p.grad is not None for p in self.without_grad) \
                 or bool(group.get("capturable")) != self.capturable \
                 or _lr_kind(group["lr"]) != self.lr_kind:
             return None
-        grads = []
-        read_state, get_state = self.read_state, optimizer_state.get
+        if not self.state_ids.issubset(map(id, optimizer_state.values())):
+            return None  # the state was reset (opt.state.clear()) or a param's replaced
+        grads, state_tensors = [], []
+        read_state = self.read_state
         try:
-            for p, state, kept in zip(self.with_grad, self.states, self.state_tensors):
+            for p, state in zip(self.with_grad, self.states):
                 g = p.grad
-                if g is None or get_state(p) is not state \
-                        or not all(map(operator.is_, read_state(state), kept)):
-                    return None  # a grad, a param's state or a state tensor went
+                if g is None:
+                    return None  # a param lost its grad
+                state_tensors += read_state(state)
                 grads.append(g)
         except KeyError:  # a state buffer was deleted
             return None
-        if list(map(_data_ptr, self.state_flat)) != self.state_addresses:
-            return None  # a state tensor's memory was swapped (t.data = ...)
+        # A state tensor replaced, or its memory swapped (t.data = ...), has another address (a
+        # new view of the same memory is the same buffer to the kernel).
+        if list(map(_DATA_PTR, state_tensors)) != self.state_addresses:
+            return None
         if not grads:
             return []
         return self.lists.gather(self.with_grad, grads)
@@ -122,9 +125,4 @@ def _lr_kind(lr):
     return lr.device if isinstance(lr, torch.Tensor) else None
 
 
-def _data_ptr(t):
-    return t.data_ptr()
-
-
-def _is_not(a, b):
-    return a is not b
+_DATA_PTR = torch.Tensor.data_ptr
