@@ -64,7 +64,8 @@ class GroupPlan:
         plan is stale. Checks everything a step needs; writes nothing the caller owns."""
         params = group["params"]
         if names != self.names or optimizer_state is not self.state_map \
-                or len(params) != len(self.params) or any(map(operator.is_not, params, self.params)) \
+                or len(params) != len(self.params) \
+                or any(map(operator.is_not, params, self.params)) \
                 or any(p.grad is not None for p in self.without_grad) \
                 or bool(group.get("capturable")) != self.capturable \
                 or _lr_kind(group["lr"]) != self.lr_kind:
