@@ -200,3 +200,15 @@ def test_operator_plan_keeps_no_tensor_alive():
     del tensors
     gc.collect()
     assert all(ref.expired() for ref in refs)
+
+
+def test_flat_step_with_capturable_set_later_uses_the_groups_lr():
+    """torch.compile sets capturable=True on CUDA groups; a flattened group then still steps
+    eagerly (uncaptured) with its own lr, as one without the flag."""
+    params = [torch.nn.Parameter(torch.ones(5)) for _ in range(2)]
+    flagged, plain = (RMSprop([p], lr=torch.tensor(0.01), flatten=True) for p in params)
+    flagged.param_groups[0]["capturable"] = True
+    for p, opt in zip(params, (flagged, plain)):
+        p.grad = torch.ones(5)
+        opt.step()
+    assert torch.equal(params[0], params[1]) and not torch.equal(params[0], torch.ones(5))

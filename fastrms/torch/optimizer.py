@@ -35,12 +35,13 @@ def _torch_rule(lr, alpha, eps, weight_decay, momentum, centered, maximize):
 READ_ON_DEVICE = 1.0
 
 
-def rule_of(group):
+def rule_of(group, lr_on_device=False):
     """The ``fastrms`` rule of a param group (cached: one ``Rule`` per set of values). A tensor lr
-    is read here, on the host, unless the group is capturable (``READ_ON_DEVICE``)."""
+    is read here, on the host, unless the step reads it on the device (``lr_on_device``: the
+    unflattened capturable step), which the rule then marks ``READ_ON_DEVICE``."""
     lr = group["lr"]
     if isinstance(lr, torch.Tensor):
-        lr = READ_ON_DEVICE if group.get("capturable") else lr.item()
+        lr = READ_ON_DEVICE if lr_on_device else lr.item()
     return _torch_rule(float(lr), float(group["alpha"]), float(group["eps"]),
                        float(group["weight_decay"]), float(group["momentum"]),
                        bool(group["centered"]), bool(group["maximize"]))
@@ -135,7 +136,8 @@ class RMSprop(torch.optim.Optimizer):
         calls, planned = [], []
         for index, group in enumerate(self.param_groups):
             _check_group(group)
-            rule = rule_of(group)
+            # Only the unflattened capturable step reads a tensor lr on the device.
+            rule = rule_of(group, bool(group.get("capturable")) and not self.flatten)
             if self.flatten:
                 calls += self._flat_calls(index, group, rule)
             else:
@@ -285,4 +287,4 @@ def _check_group(group):
     if group.get("differentiable"):
         raise ValueError("differentiable=True is not supported: the fused step updates in place, "
                          "outside autograd")
-    rule_of(group)  # validates the hyperparameters (ValueError)
+    rule_of(group, bool(group.get("capturable")))  # validates them (ValueError); no sync

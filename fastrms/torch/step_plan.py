@@ -47,7 +47,7 @@ class GroupPlan:
         self.capturable = _capturable(group, with_grad)
         self.lr_kind = _lr_kind(group["lr"])
         self.lr_on_device = None  # capturable with a tensor lr: a float64 copy the kernel reads
-        if self.capturable and self.lr_kind is not None:
+        if self.capturable and self.lr_kind is not None and with_grad:
             self.lr_on_device = torch.empty((), dtype=torch.float64, device=with_grad[0].device)
         self.lists = ListPlan(rule, with_grad, [p.grad for p in with_grad],
                               {n: [s[n] for s in states] for n in self.names}, backend,
