@@ -1,9 +1,10 @@
 """``fastrms.torch.RMSprop``: the optimizer, its step routing and its state dicts.
 
-Each step checks every group, then routes its params, per (device, dtype), to one ``_Call``
-(``fastrms.torch.views``): lists of per-tensor arrays, or with ``flatten=True`` the whole
-buffers of a ``_FlatGroup`` (``fastrms.torch.flat_group``). What the adapter does and refuses
-is said in the package's docstring (``fastrms.torch``).
+Each step checks every group, then runs its step plan (``fastrms.torch.step_plan``: one backend
+call per (device, dtype)), or with ``flatten=True`` one ``_Call`` (``fastrms.torch.views``) over
+the whole buffers of each ``_FlatGroup`` (``fastrms.torch.flat_group``); under
+``torch.compile``, the traced step (``fastrms.torch.traced_step``). What the adapter does and
+refuses is said in the package's docstring (``fastrms.torch``).
 """
 
 import functools
@@ -135,9 +136,8 @@ class RMSprop(torch.optim.Optimizer):
             return loss
         calls, planned = [], []
         for index, group in enumerate(self.param_groups):
-            _check_group(group)
             # Only the unflattened capturable step reads a tensor lr on the device.
-            rule = rule_of(group, bool(group.get("capturable")) and not self.flatten)
+            rule = _check_group(group, bool(group.get("capturable")) and not self.flatten)
             if self.flatten:
                 calls += self._flat_calls(index, group, rule)
             else:
@@ -283,8 +283,13 @@ def _step_device(group):
     return torch.device("cpu")
 
 
-def _check_group(group):
+def _check_group(group, lr_on_device=None):
+    """Refuse what fastrms does not do; return the group's rule (``rule_of``, which validates
+    the hyperparameters). ``lr_on_device``: as for ``rule_of``; by default, where capturable
+    (validation then reads no tensor lr, a host synchronisation on CUDA)."""
+    if lr_on_device is None:
+        lr_on_device = bool(group.get("capturable"))
     if group.get("differentiable"):
         raise ValueError("differentiable=True is not supported: the fused step updates in place, "
                          "outside autograd")
-    rule_of(group, bool(group.get("capturable")))  # validates them (ValueError); no sync
+    return rule_of(group, lr_on_device)

@@ -10,7 +10,7 @@ import torch
 
 from ..dtypes import state_dtype
 from ..state import STATE_KEYS as STATE_BUFFERS
-from .tensors import _dense
+from .tensors import _check_dtype, _checked_grad, _dense
 
 try:  # torch's step-counter dtype (float32, or float64 under a float64 default dtype)
     from torch.optim.optimizer import _get_scalar_dtype
@@ -66,3 +66,17 @@ def _adopt_step(state, view):
     if state.get("step") is not view:
         view.fill_(float(state.get("step", 0)))
         state["step"] = view
+
+
+def _stepped_states(optimizer, group, step_views):
+    """``(position, param, state)`` of each param of ``group`` with a grad: the grad and the
+    param's dtype checked, its state created as torch creates it and its step count made the
+    view ``step_views[position]`` of the group's step block."""
+    for position, p in enumerate(group["params"]):
+        if p.grad is None:
+            continue
+        _checked_grad(p)
+        _check_dtype(p)
+        state = _state_of(optimizer.state[p], p, group)
+        _adopt_step(state, step_views[position])
+        yield position, p, state

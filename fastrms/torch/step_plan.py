@@ -16,8 +16,7 @@ import operator
 import torch
 
 from .list_plan import ListPlan, refuse_under_capture
-from .param_state import _adopt_step, _state_names, _state_of
-from .tensors import _check_dtype, _checked_grad
+from .param_state import _state_names, _stepped_states
 
 
 class GroupPlan:
@@ -29,13 +28,7 @@ class GroupPlan:
         self.state_map = optimizer.state
         self.step_block, step_views = optimizer._step_block(index, group)
         with_grad, positions, states = [], [], []
-        for position, p in enumerate(self.params):
-            if p.grad is None:
-                continue
-            _checked_grad(p)
-            _check_dtype(p)
-            state = _state_of(optimizer.state[p], p, group)
-            _adopt_step(state, step_views[position])
+        for position, p, state in _stepped_states(optimizer, group, step_views):
             with_grad.append(p)
             positions.append(position)
             states.append(state)

@@ -13,8 +13,7 @@ recompile the step. A float lr is a constant of the compiled graph, as in torch'
 
 import torch
 
-from .param_state import _adopt_step, _state_of
-from .tensors import _check_dtype, _checked_grad
+from .param_state import _stepped_states
 
 
 def init_group(optimizer, group, params, grads, square_avgs, momentum_buffers, grad_avgs, steps):
@@ -24,16 +23,10 @@ def init_group(optimizer, group, params, grads, square_avgs, momentum_buffers, g
     has_complex = False
     index = next(i for i, g in enumerate(optimizer.param_groups) if g is group)
     _, step_views = optimizer._step_block(index, group)
-    for p, view in zip(group["params"], step_views):
-        if p.grad is None:
-            continue
-        grad = _checked_grad(p)
-        _check_dtype(p)
-        state = _state_of(optimizer.state[p], p, group)
-        _adopt_step(state, view)
+    for _, p, state in _stepped_states(optimizer, group, step_views):
         has_complex |= p.is_complex()
         params.append(p)
-        grads.append(grad)
+        grads.append(p.grad)
         square_avgs.append(state["square_avg"])
         if group["momentum"] > 0:
             momentum_buffers.append(state["momentum_buffer"])
