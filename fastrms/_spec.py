@@ -71,17 +71,24 @@ class Rule:
                 m[R.MOMENTUM_MODE] = R.MOMENTUM_LR_OUTSIDE
         return tuple(m)
 
-    def scalars(self, dtype, step=None):
+    def scalars(self, dtype, step=None, grad_scale=None, clip=None):
         """The scalar tuple ``k`` of ``fastrms.rule``, each value rounded once to ``dtype``.
 
         Like torch, ``1 − α`` and ``1 − αᵗ`` are computed in float64 and rounded afterwards
-        (a float32 ``1 − α`` on the device differs for every common α).
+        (a float32 ``1 − α`` on the device differs for every common α). ``grad_scale``: the loss
+        scale σ the grads carry; the rule multiplies them by 1/σ computed in float64 and rounded
+        to ``dtype`` (torch's ``scale.double().reciprocal().float()``). ``clip``: the clip factor
+        (``clip_factor``), already of ``dtype``. Both default to 1, which changes nothing.
         """
         if self.bias_correction:
             if step is None or step < 1:
                 raise ValueError(f"bias_correction needs step >= 1 (the 1-based step), got {step!r}")
-            return _scalars(self, np.dtype(dtype), int(step))
-        return _scalars(self, np.dtype(dtype), 0)
+            step = int(step)
+        else:
+            step = 0
+        return _scalars(self, np.dtype(dtype), step,
+                        1.0 if grad_scale is None else float(grad_scale),
+                        1.0 if clip is None else float(clip))
 
     def state_dtype(self, param_dtype):
         """``state_dtype(param_dtype)``, memoized on the hot path."""
@@ -96,7 +103,7 @@ RULE_FIELDS = tuple(f.name for f in fields(Rule))
 
 
 @functools.lru_cache(maxsize=256)
-def _scalars(rule, dtype, step):
+def _scalars(rule, dtype, step, grad_scale, clip):
     t = dtype.type
     k = [t(0)] * R.N_SCALARS
     k[R.LR] = t(rule.lr)
@@ -109,7 +116,18 @@ def _scalars(rule, dtype, step):
     # LERP_FROM_GRAD uses 1 − w, computed in the compute dtype from the rounded w, as torch does.
     k[R.LERP_WEIGHT] = weight if weight < 0.5 else t(1) - weight
     k[R.BIAS_CORRECTION] = t(1.0 - rule.alpha ** step) if step else t(1)
+    k[R.GRAD_UNSCALE] = t(1.0 / grad_scale)
+    k[R.CLIP] = t(clip)
     return tuple(k)
+
+
+def clip_factor(max_norm, norm, dtype):
+    """The factor that scales grads of global L2 norm ``norm`` to at most ``max_norm``, as torch's
+    ``clip_grad_norm_`` computes it in the compute ``dtype``: ``min(max_norm / (norm + 1e-6), 1)``."""
+    t = np.dtype(dtype).type
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        factor = t(max_norm) / (t(norm) + t(1e-6))
+    return min(factor, t(1))
 
 
 # ---------------------------------------------------------------------------------------------

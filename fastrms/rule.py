@@ -7,6 +7,7 @@ bit for bit. The CUDA kernel (``fastrms/cuda/rmsprop.cu``) spells the same lines
 
 Per element, with the scalars ``k`` and the mode switches ``m`` below::
 
+    g ← (g·σ⁻¹)·κ                            loss scale σ (its float32 reciprocal), clip factor κ
     g ← −g                                   if maximize
     g ← g + λ·x                              weight decay, coupled (L2: torch, Paddle, MXNet)
     x ← x − x·λ·η                            weight decay, decoupled (Keras 3)
@@ -33,7 +34,7 @@ import numpy as np
 # As rmsprop.cu's enum Scalar: a new scalar is one name here and one there (before N_SCALARS),
 # plus its value in _spec._scalars and its use in the rule.
 (LR, ALPHA, ONE_MINUS_ALPHA, EPS, WEIGHT_DECAY, MOMENTUM, LERP_WEIGHT, BIAS_CORRECTION,
- N_SCALARS) = range(9)
+ GRAD_UNSCALE, CLIP, N_SCALARS) = range(11)
 
 # Positions in the mode tuple ``m`` (ints), and the values each mode takes.
 (MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORRECTED, MOMENTUM_MODE,
@@ -52,6 +53,10 @@ def rmsprop_element(x, g, s, b, a, k, m):
     is off. ``k`` holds the scalars at the positions above, ``m`` the modes.
     """
     lr = k[LR]
+    # Loss scaling and clipping: both factors are 1 (exact, a no-op) unless the step sets them.
+    # Two roundings, as torch's unscale_ and clip_grad_norm_ multiply one after the other.
+    g = g * k[GRAD_UNSCALE]
+    g = g * k[CLIP]
     if m[MAXIMIZE]:
         g = -g
     if m[WEIGHT_DECAY_MODE] == WD_COUPLED:

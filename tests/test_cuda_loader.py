@@ -61,13 +61,13 @@ def test_launch_config():
 
 
 def test_rule_args_is_one_c_struct_of_the_rules_scalars_and_modes():
-    """RuleArgs<T> as NumPy lays it out with C's rules (align=True): T k[8], then int m[6]."""
+    """RuleArgs<T> as NumPy lays it out with C's rules (align=True): T k[10], then int m[6]."""
     f32, f64 = (rule_args.DTYPES[np.dtype(t)] for t in (np.float32, np.float64))
     assert f32.names == f64.names == tuple(name for name, _, _ in rule_args.FIELDS) == ("k", "m")
     assert f32.fields["k"][0] == np.dtype((np.float32, (R.N_SCALARS,))) and f32.fields["k"][1] == 0
-    assert f32.fields["m"][0] == np.dtype((np.int32, (R.N_MODES,))) and f32.fields["m"][1] == 32
-    assert (f32.itemsize, f32.alignment) == (56, 4)
-    assert f64.fields["m"][1] == 64 and (f64.itemsize, f64.alignment) == (88, 8)
+    assert f32.fields["m"][0] == np.dtype((np.int32, (R.N_MODES,))) and f32.fields["m"][1] == 40
+    assert (f32.itemsize, f32.alignment) == (64, 4)
+    assert f64.fields["m"][1] == 80 and (f64.itemsize, f64.alignment) == (104, 8)
     assert f64.isalignedstruct
 
 
@@ -115,7 +115,7 @@ def test_rule_args_reach_the_driver_as_cupy_passes_them():
 
 def test_layout_check_states_the_numpy_layout_in_cxx():
     check = rule_args.layout_check()
-    for cxx, size, m_offset in (("float", 56, 32), ("double", 88, 64)):
+    for cxx, size, m_offset in (("float", 64, 40), ("double", 104, 80)):
         struct = f"fastrms::RuleArgs<{cxx}>"
         assert f"static_assert(sizeof({struct}) == {size}," in check
         assert f"static_assert(__builtin_offsetof({struct}, m) == {m_offset}," in check
@@ -152,7 +152,7 @@ def test_source_is_self_contained_and_numbers_modes_as_rule_py():
         return [w.strip() for w in body.split(",")]
 
     assert enum("LR") == ["LR", "ALPHA", "ONE_MINUS_ALPHA", "EPS", "WEIGHT_DECAY", "MOMENTUM",
-                          "LERP_WEIGHT", "BIAS_CORRECTION", "N_SCALARS"]
+                          "LERP_WEIGHT", "BIAS_CORRECTION", "GRAD_UNSCALE", "CLIP", "N_SCALARS"]
     for i, name in enumerate(enum("LR")[:-1]):
         assert getattr(R, name) == i
     for first in ("MAXIMIZE", "WD_NONE", "CENTERED_NONE", "MOMENTUM_NONE"):

@@ -64,7 +64,7 @@ def update(buffers, rule, step, threads=None):
     k = scalar_array(rule, param.dtype, step if rule.bias_correction else None)
     if param.ndim != 1:
         buffers = tuple(None if a is None else a.reshape(-1) for a in buffers)
-    args = (*buffers, k)
+    args = (*buffers[:5], k)
     _run(rmsprop_kernel, rule.modes(), param.size, threads, args, args)
 
 

@@ -27,7 +27,7 @@ namespace fastrms {
 // Positions in the scalar array k and the mode array m (RuleArgs below), and the values of each
 // mode: the same numbers as fastrms/rule.py.
 enum Scalar { LR, ALPHA, ONE_MINUS_ALPHA, EPS, WEIGHT_DECAY, MOMENTUM, LERP_WEIGHT, BIAS_CORRECTION,
-              N_SCALARS };
+              GRAD_UNSCALE, CLIP, N_SCALARS };
 enum Mode { MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORRECTED, MOMENTUM_MODE,
             N_MODES };
 enum { WD_NONE, WD_COUPLED, WD_DECOUPLED };
@@ -57,6 +57,9 @@ __host__ __device__ __forceinline__ void rmsprop_element(T& x, T g, T& s, T& b, 
                                                          const T (&k)[N_SCALARS],
                                                          const int (&m)[N_MODES]) {
     const T lr = k[LR];
+    // Loss scaling and clipping: both factors are 1 (exact, a no-op) unless the step sets them.
+    g = g * k[GRAD_UNSCALE];
+    g = g * k[CLIP];
     if (m[MAXIMIZE]) {
         g = -g;
     }
