@@ -10,8 +10,9 @@ promote Numba's arithmetic to float64). ``fastrms/cuda/rmsprop.cu`` spells the s
 and the generator line by line in C++.
 
 Conventions: float32 values travel as their uint32 bit patterns, half values as uint32 holding
-the 16-bit pattern. NaN becomes a quiet NaN that keeps the sign and the payload's upper bits
-(as x86's conversion instructions do; CUDA's intrinsics give a canonical NaN instead).
+the 16-bit pattern. A float16 NaN (either way) becomes a quiet NaN that keeps the sign and the
+payload's upper bits, as x86's F16C instructions do (the Numba loops use them for float16);
+CUDA's intrinsics give a canonical NaN instead, so tests compare where NaNs are, not their bits.
 
 Stochastic rounding of x to a half format adds uniform random bits below the half format's last
 kept bit and truncates: x rounds away from zero with probability equal to the fraction of the gap
@@ -79,13 +80,14 @@ def bf16_to_f32(h):
 
 
 def f16_to_f32(h):
-    """float16 bits → float32 bits (subnormals normalised, inf and NaN kept)."""
+    """float16 bits → float32 bits (subnormals normalised, inf kept, NaN quieted)."""
     h = U32(h)
     sign = (h & U32(0x8000)) << U32(16)
     e = (h >> U32(10)) & U32(0x1F)
     m = h & U32(0x3FF)
     normal = ((e + U32(112)) << U32(23)) | (m << U32(13))
-    special = _INF | (m << U32(13))  # inf, NaN (payload kept)
+    # inf; NaN quieted with its payload kept (as F16C's vcvtph2ps, which the Numba loops use)
+    special = _INF | (m << U32(13)) | _select(m == _ZERO, _ZERO, U32(0x400000))
     # A subnormal m·2⁻²⁴: normalise by the position of m's top bit.
     top = _top_bit(m)  # 0..9 (m > 0)
     sub = ((top + U32(103)) << U32(23)) | ((m << (U32(23) - top)) & U32(0x7FFFFF))

@@ -16,6 +16,7 @@ from ._buffers import NAMES
 
 GRAD = NAMES.index("grad")  # the one buffer that is read and never written
 SQUARE_AVG = NAMES.index("square_avg")  # the last one every step needs
+MASTER = NAMES.index("master_param")  # float32 master weights: only for half-precision params
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,7 +70,7 @@ def check_present(columns, listed):
             if i <= SQUARE_AVG:
                 raise TypeError(f"{NAMES[i]} is None, but a step needs a {NAMES[i]} buffer")
             continue
-        if listed:
+        if listed and i != MASTER:  # a list's master may be None where a param has none
             for j, a in enumerate(column):
                 if a is None:
                     raise TypeError(f"{NAMES[i]}[{j}] is None, but a step needs a buffer there")
@@ -113,6 +114,8 @@ def check_set(backend, rule, buffers):
     if param.dtype not in backend.DTYPES:
         refuse_dtype(backend, "param", param.dtype)
     state_dtype, shape = rule.state_dtype(param.dtype), param.shape
+    if buffers.master_param is not None and param.dtype.itemsize > 2:
+        refuse_master("master_param", param.dtype)
     for i, a in enumerate(buffers):
         if a is not None:
             want, flags = param.dtype if i <= GRAD else state_dtype, a.flags
@@ -143,11 +146,17 @@ def check_buffers(backend, rule, columns):
             continue
         wants = dtypes if i <= GRAD else state_dtypes
         for j, (a, want, shape) in enumerate(zip(column, wants, shapes)):
+            if a is None:  # a master the param has not (check_present refuses the others)
+                continue
+            if i == MASTER and dtypes[j].itemsize > 2:
+                refuse_master(f"master_param[{j}]", dtypes[j])
             if _unfit(a, want, shape, i != GRAD):
                 refuse(f"{NAMES[i]}[{j}]", a, want, dtypes[j], shape, i != GRAD)
-    table = np.array([[0] * len(params) if c is None else [_address(a) for a in c]
+    table = np.array([[0] * len(params) if c is None else [0 if a is None else _address(a)
+                                                           for a in c]
                       for c in columns], dtype=np.int64).T.copy()
-    itemsizes = np.array([[0] * len(params) if c is None else [a.itemsize for a in c]
+    itemsizes = np.array([[0] * len(params) if c is None else [0 if a is None else a.itemsize
+                                                               for a in c]
                           for c in columns], dtype=np.int64).T
     sizes = np.array([p.size for p in params], dtype=np.int64)
     _check_disjoint_table(table, sizes, itemsizes)
@@ -159,6 +168,35 @@ def _unfit(a, want, shape, written):
     flags = a.flags
     return (a.dtype != want or a.shape != shape or not flags.c_contiguous
             or (written and not getattr(flags, "writeable", True)))
+
+
+def refuse_master(name, param_dtype):
+    raise TypeError(f"{name}: master weights are for half-precision (float16, bfloat16) params; "
+                    f"these are {param_dtype}, which the step updates directly")
+
+
+def check_extras(grad_scale, clip, rounding, seed, offset):
+    """The loss scale, clip factor, rounding mode, seed and counter offset of a step."""
+    if grad_scale is not None:
+        _check_real("grad_scale", grad_scale, positive=True)
+    if clip is not None:
+        _check_real("clip", clip)
+    if rounding not in ("nearest", "stochastic"):
+        raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    for value in offset if isinstance(offset, (list, tuple)) else (offset,):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
+                not 0 <= value < 1 << 63:
+            raise ValueError(f"offset must be an integer in [0, 2**63), got {value!r}")
+
+
+def _check_real(name, value, positive=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, "
+                         f"got {value!r}")
 
 
 def refuse_dtype(backend, name, dtype):

@@ -11,8 +11,15 @@ import warnings
 
 import numpy as np
 
+from .._buffers import PLAIN
+from ..dtypes import bfloat16_dtype
+from ..reference import param_format
+
 NAME, PLACE = "numba", "host"
-DTYPES = frozenset(np.dtype(t) for t in (np.float32, np.float64))
+# Half-precision params (bfloat16 where ml_dtypes is installed) compute in float32, as the
+# reference does, and travel to the loops as uint16 views (fastrms.cpu.halves).
+DTYPES = frozenset(np.dtype(t) for t in (np.float16, np.float32, np.float64)) | (
+    {bfloat16_dtype()} if bfloat16_dtype() is not None else set())
 # Below this many elements one thread wins: a parallel launch costs ~2.5 µs here, and a
 # 2¹⁵-element float32 step (640 KB of traffic) takes ~10 µs on one core.
 PARALLEL_FROM = 1 << 15
@@ -43,6 +50,7 @@ else:
     os.register_at_fork(after_in_child=_after_fork_in_child)
     from numba.np.ufunc import parallel as _numba_parallel
 
+    from ..rounding import FLOAT, NEAREST
     from ..threads import KeepOpenMPThreads
     from ..threads import resolve as resolve_threads
     from .kernels import rmsprop_kernel
@@ -50,53 +58,67 @@ else:
 
 
 @functools.lru_cache(maxsize=512)
-def scalar_array(rule, dtype, step):
-    """The rule's scalars as a small array: one argument for Numba to type, not eight."""
-    array = np.array(rule.scalars(dtype, step), dtype=dtype)
+def scalar_array(rule, dtype, step, grad_scale=1.0, clip=1.0):
+    """The rule's scalars as a small array: one argument for Numba to type, not eleven."""
+    array = np.array(rule.scalars(dtype, step, grad_scale, clip), dtype=dtype)
     array.flags.writeable = False
     return array
 
 
-def update(buffers, rule, step, threads=None):
+def update(buffers, rule, step, threads=None, extras=PLAIN):
     """One fused step over a validated ``Buffers`` of NumPy arrays, on ``threads`` threads
-    (``fastrms.threads.resolve`` decides how many)."""
+    (``fastrms.threads.resolve`` decides how many), with ``extras`` (``fastrms._buffers``)."""
     param = buffers.param
-    k = scalar_array(rule, param.dtype, step if rule.bias_correction else None)
-    if param.ndim != 1:
-        buffers = tuple(None if a is None else a.reshape(-1) for a in buffers)
-    args = (*buffers[:5], k)
-    _run(rmsprop_kernel, rule.modes(), param.size, threads, args, args)
+    k = scalar_array(rule, rule.state_dtype(param.dtype), step if rule.bias_correction else None,
+                     extras.grad_scale, extras.clip)
+    fmt = param_format(param.dtype)
+    flat = [None if a is None else a.reshape(-1) for a in buffers]
+    if fmt != FLOAT:  # half params and grads: their bit patterns
+        flat[0], flat[1] = flat[0].view(np.uint16), flat[1].view(np.uint16)
+    args = (*flat, k, np.uint64(extras.key), np.uint64(extras.offsets))
+    _run(rmsprop_kernel, rule.modes(), param.size, threads, args, args,
+         (fmt, extras.rounding if fmt != FLOAT else NEAREST))
 
 
-def update_many(columns, rule, step, table, sizes, threads=None):
+def update_many(columns, rule, step, table, sizes, threads=None, extras=PLAIN):
     """Update every buffer set of ``columns`` in one compiled call (``fastrms.cpu.multi``).
 
     ``columns`` is a ``Buffers`` of lists of validated, C-contiguous NumPy arrays of one dtype
-    (``momentum_buffer`` and ``grad_avg`` are None where the rule has none); ``table`` holds their
-    data addresses (int64 ``[len, 5]``, 0 where absent) and ``sizes`` their element counts (int64).
+    (``momentum_buffer``, ``grad_avg`` and ``master_param`` are None where absent); ``table``
+    holds their data addresses (int64 ``[len, 6]``, 0 where absent) and ``sizes`` their element
+    counts (int64). ``extras.offsets``: one counter per buffer set (or one int for all).
     """
     dtype = columns.param[0].dtype
-    k = scalar_array(rule, dtype, step if rule.bias_correction else None)
-    like = _empty(dtype)
-    b_like = like if columns.momentum_buffer is not None else None
-    a_like = like if columns.grad_avg is not None else None
+    state = rule.state_dtype(dtype)
+    k = scalar_array(rule, state, step if rule.bias_correction else None, extras.grad_scale,
+                     extras.clip)
+    fmt = param_format(dtype)
+    s_like = _empty(state)
+    likes = (_empty(np.uint16) if fmt != FLOAT else s_like, s_like,
+             *(s_like if c is not None else None
+               for c in (columns.momentum_buffer, columns.grad_avg, columns.master_param)))
+    offsets = extras.offsets
+    offsets = np.asarray([offsets] * len(sizes) if np.isscalar(offsets) else offsets,
+                         dtype=np.uint64)
+    key = np.uint64(extras.key)
     n = int(sizes.sum())
-    serial = (table, sizes, _no_chunks, k, like, b_like, a_like)
-    parallel = None if n < PARALLEL_FROM else (table, sizes, chunks_of(sizes), k, like, b_like,
-                                               a_like)
-    _run(rmsprop_multi_kernel, rule.modes(), n, threads, serial, parallel)
+    serial = (table, sizes, _no_chunks, k, likes, key, offsets)
+    parallel = None if n < PARALLEL_FROM else (table, sizes, chunks_of(sizes), k, likes, key,
+                                               offsets)
+    _run(rmsprop_multi_kernel, rule.modes(), n, threads, serial, parallel,
+         (fmt, extras.rounding if fmt != FLOAT else NEAREST))
 
 
 _pool_started = False  # whether a parallel loop ran in this process (Numba's pool is up)
 
 
-def _run(kernel_of, modes, n, threads, serial_args, parallel_args):
+def _run(kernel_of, modes, n, threads, serial_args, parallel_args, storage):
     """The serial loop for small or single-threaded steps, else the parallel one on the resolved
     number of threads; single-threaded for good where no threading layer loads."""
     global _serial_only, _pool_started
     count = 1 if n < PARALLEL_FROM or _serial_only else resolve_threads(threads)
     if count == 1:
-        kernel_of(modes, False)(*serial_args)
+        kernel_of(modes, False, storage)(*serial_args)
         return
     try:
         if not _pool_started:
@@ -104,13 +126,13 @@ def _run(kernel_of, modes, n, threads, serial_args, parallel_args):
                 numba.get_num_threads()  # starts it
             _pool_started = True
         _set_numba_threads(count)
-        kernel_of(modes, True)(*parallel_args)
+        kernel_of(modes, True, storage)(*parallel_args)
     except ValueError as exc:  # raised before the loop starts: nothing was written
         if "threading layer" not in str(exc):
             raise
         warnings.warn(f"fastrms: no Numba threading layer loads ({exc}); running single-threaded")
         _serial_only = True
-        kernel_of(modes, False)(*serial_args)
+        kernel_of(modes, False, storage)(*serial_args)
 
 
 def _set_numba_threads(count):

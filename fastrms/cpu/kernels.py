@@ -18,13 +18,18 @@ After editing ``rule.py``, touch this file (or clear ``__pycache__``) to recompi
 import functools
 
 import numba as nb
+import numpy as np
 from numba import types
 from numba.extending import overload
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
+from ..rounding import FLOAT, NEAREST
 from ..rule import N_SCALARS, rmsprop_element
 
+from .halves import storage_functions
 from .jit import compile_loop
+
+BLOCK = 1 << 14  # elements per parallel task: blocks, not elements, keep each task's loop SIMD
 
 _element = nb.njit(inline="always", error_model="numpy")(rmsprop_element)
 
@@ -55,44 +60,71 @@ def _store_impl(buf, i, value):
     return store
 
 
+def _part(buf, lo, hi):
+    """``buf[lo:hi]``, or None when the buffer is absent."""
+
+
+@overload(_part, inline="always")
+def _part_impl(buf, lo, hi):
+    if isinstance(buf, types.NoneType):
+        return lambda buf, lo, hi: None
+    return lambda buf, lo, hi: buf[lo:hi]
+
+
 @nb.njit(inline="always")
 def _scalar_tuple(k):
     """Array → tuple, read once before the loop so that the values stay in registers."""
     return to_fixed_tuple(k, N_SCALARS)
 
 
-@nb.njit(inline="always")
-def sweep(x, g, s, b, a, kt, modes):
-    """The fused step over whole 1-D arrays, one element after another (the serial loop)."""
-    for i in range(x.size):
-        gi = g[i]
-        xi, si, bi, ai = _element(x[i], gi, s[i], _load(b, i, gi), _load(a, i, gi), kt, modes)
-        x[i] = xi
-        s[i] = si
-        _store(b, i, bi)
-        _store(a, i, ai)
+@functools.lru_cache(maxsize=None)
+def sweep_for(storage):
+    """The serial fused step over whole 1-D arrays for ``storage`` = (param format, rounding)
+    (``fastrms.rounding``): ``sweep(x, g, s, b, a, w, kt, modes, key, offset)``. Half params and
+    grads arrive as uint16 views; ``w`` is the float32 master (None: the param is read and
+    widened; with a master it is only written); ``key`` and ``offset`` (uint64) drive stochastic
+    rounding, element ``i`` drawing counter ``offset + i``."""
+    widen, narrow = storage_functions(*storage)
+
+    @nb.njit(inline="always", error_model="numpy")
+    def sweep(x, g, s, b, a, w, kt, modes, key, offset):
+        for i in range(x.size):
+            gi = widen(g[i])
+            xi, si, bi, ai = _element(_load(w, i, widen(x[i])), gi, s[i], _load(b, i, gi),
+                                      _load(a, i, gi), kt, modes)
+            _store(w, i, xi)
+            x[i] = narrow(xi, key, offset + np.uint64(i))
+            s[i] = si
+            _store(b, i, bi)
+            _store(a, i, ai)
+
+    return sweep
+
+
+def _name(kind, modes, storage):
+    """A loop's ``__qualname__``: its own disk-cache entry per variant (numba issue 6845)."""
+    return f"rmsprop_{kind}_" + "_".join(map(str, modes + storage))
 
 
 @functools.lru_cache(maxsize=None)
-def rmsprop_kernel(modes, parallel):
-    """The fused loop ``f(x, g, s, b, a, k)`` for one mode tuple; serial or parallel."""
+def rmsprop_kernel(modes, parallel, storage=(FLOAT, NEAREST)):
+    """The fused loop ``f(x, g, s, b, a, w, k, key, offset)`` for one mode tuple and ``storage``
+    (param format, rounding); serial or parallel (see ``sweep_for``)."""
+    sweep = sweep_for(storage)
     if parallel:
-        def loop(x, g, s, b, a, k):
+        def loop(x, g, s, b, a, w, k, key, offset):
             kt = _scalar_tuple(k)
-            for i in nb.prange(x.size):
-                gi = g[i]
-                xi, si, bi, ai = _element(x[i], gi, s[i], _load(b, i, gi), _load(a, i, gi),
-                                          kt, modes)
-                x[i] = xi
-                s[i] = si
-                _store(b, i, bi)
-                _store(a, i, ai)
+            # Blocks of whole cache lines per task; each runs the serial sweep from its start.
+            for c in nb.prange((x.size + BLOCK - 1) // BLOCK):
+                lo = c * BLOCK
+                hi = min(lo + BLOCK, x.size)
+                sweep(x[lo:hi], g[lo:hi], s[lo:hi], _part(b, lo, hi), _part(a, lo, hi),
+                      _part(w, lo, hi), kt, modes, key, offset + np.uint64(lo))
     else:
-        def loop(x, g, s, b, a, k):
-            sweep(x, g, s, b, a, _scalar_tuple(k), modes)
+        def loop(x, g, s, b, a, w, k, key, offset):
+            sweep(x, g, s, b, a, w, _scalar_tuple(k), modes, key, offset)
 
-    kind = "parallel" if parallel else "serial"
-    loop.__name__ = loop.__qualname__ = f"rmsprop_{kind}_" + "_".join(map(str, modes))
+    loop.__name__ = loop.__qualname__ = _name("parallel" if parallel else "serial", modes, storage)
     return compile_loop(loop, parallel)
 
 

@@ -21,11 +21,12 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic, overload
 
+from ..rounding import FLOAT, NEAREST
 from .jit import compile_loop
-from .kernels import _scalar_tuple, sweep
+from .kernels import _name, _scalar_tuple, sweep_for
 
-# Columns of the pointer table.
-PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG = range(5)
+# Columns of the pointer table (fastrms._buffers.NAMES' order).
+PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG, MASTER_PARAM = range(6)
 CHUNK = 1 << 14  # elements per parallel work item: 64 KiB of float32, well above a task's cost
 
 
@@ -52,41 +53,47 @@ def _view_impl(address, n, like):
 
 
 @nb.njit(inline="always")
-def _views(row, skip, n, like, b_like, a_like):
-    """The five buffers of one table row, ``n`` elements from byte ``skip`` on."""
-    return (_view(row[PARAM] + skip, n, like), _view(row[GRAD] + skip, n, like),
-            _view(row[SQUARE_AVG] + skip, n, like), _view(row[MOMENTUM_BUFFER] + skip, n, b_like),
-            _view(row[GRAD_AVG] + skip, n, a_like))
+def _views(row, start, n, likes):
+    """The six buffers of one table row, ``n`` elements from element ``start`` on. ``likes``:
+    an empty array per column giving its dtype (None: absent)."""
+    like, s_like, b_like, a_like, w_like = likes
+    return (_view(row[PARAM] + start * like.itemsize, n, like),
+            _view(row[GRAD] + start * like.itemsize, n, like),
+            _view(row[SQUARE_AVG] + start * s_like.itemsize, n, s_like),
+            _view(row[MOMENTUM_BUFFER] + start * s_like.itemsize, n, b_like),
+            _view(row[GRAD_AVG] + start * s_like.itemsize, n, a_like),
+            _view(row[MASTER_PARAM] + start * s_like.itemsize, n, w_like))
 
 
 @functools.lru_cache(maxsize=None)
-def rmsprop_multi_kernel(modes, parallel):
-    """The loop over a pointer table for one mode tuple.
+def rmsprop_multi_kernel(modes, parallel, storage=(FLOAT, NEAREST)):
+    """The loop over a pointer table for one mode tuple and ``storage`` (``kernels.sweep_for``).
 
-    Serial: ``f(table, sizes, chunks, k, like, b_like, a_like)`` walks the tensors in order
+    Serial: ``f(table, sizes, chunks, k, likes, key, offsets)`` walks the tensors in order
     (``chunks`` is unused). Parallel: the same signature, one prange item per row of ``chunks``
-    (``[tensor, start, stop]``). ``like`` is an empty array of the dtype; ``b_like`` and ``a_like``
-    are the same, or None where the rule has no momentum buffer / grad average.
+    (``[tensor, start, stop]``). ``likes``: empty arrays of the param's (uint16 for half params)
+    and the state's dtype, then the state's or None for the momentum buffer, grad average and
+    master (absent columns). ``offsets``: uint64, each tensor's counter for stochastic rounding.
     """
+    sweep = sweep_for(storage)
     if parallel:
-        def loop(table, sizes, chunks, k, like, b_like, a_like):
+        def loop(table, sizes, chunks, k, likes, key, offsets):
             kt = _scalar_tuple(k)
             for c in nb.prange(chunks.shape[0]):
                 # Views of just this chunk, so that the inner loop is the serial one (starting at
                 # 0): a loop from chunks[c, 1] over whole-tensor views ran 4x slower here.
-                n = chunks[c, 2] - chunks[c, 1]
-                skip = chunks[c, 1] * like.itemsize
-                x, g, s, b, a = _views(table[chunks[c, 0]], skip, n, like, b_like, a_like)
-                sweep(x, g, s, b, a, kt, modes)
+                j, start = chunks[c, 0], chunks[c, 1]
+                x, g, s, b, a, w = _views(table[j], start, chunks[c, 2] - start, likes)
+                sweep(x, g, s, b, a, w, kt, modes, key, offsets[j] + np.uint64(start))
     else:
-        def loop(table, sizes, chunks, k, like, b_like, a_like):
+        def loop(table, sizes, chunks, k, likes, key, offsets):
             kt = _scalar_tuple(k)
             for j in range(sizes.size):
-                x, g, s, b, a = _views(table[j], 0, sizes[j], like, b_like, a_like)
-                sweep(x, g, s, b, a, kt, modes)
+                x, g, s, b, a, w = _views(table[j], 0, sizes[j], likes)
+                sweep(x, g, s, b, a, w, kt, modes, key, offsets[j])
 
     kind = "parallel" if parallel else "serial"
-    loop.__name__ = loop.__qualname__ = f"rmsprop_multi_{kind}_" + "_".join(map(str, modes))
+    loop.__name__ = loop.__qualname__ = _name(f"multi_{kind}", modes, storage)
     return compile_loop(loop, parallel)
 
 
