@@ -64,7 +64,7 @@ CACHES = (
     Cache("fastrms.cuda.backend", "_DEVICE_TABLES", "the device copy of a multi-tensor launch's "
           "tables per (device, stream, tables)", "never: keyed by the tables' bytes; the "
           "oldest of 64 is dropped, its memory returned to CuPy's pool on that stream"),
-    Cache("fastrms.torch.optimizer", "_torch_rule", "the Rule of a torch param group's values",
+    Cache("fastrms.torch.groups", "_torch_rule", "the Rule of a torch param group's values",
           "never: the key is every value"),
     Cache("fastrms.torch.ops", "_rule", "the Rule of the torch operator's arguments",
           "never: the key is the convention and every field"),

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 
 from ._buffers import HOST
+from .dtypes import bfloat16_dtype, is_bfloat16
 from .validate import refuse_tracked
 
 _DLPACK_CPU, _DLPACK_CUDA = 1, 2
@@ -37,9 +38,11 @@ def native(x, name):
     if getattr(getattr(x, "device", None), "type", None) == "cpu" and hasattr(x, "numpy"):
         # A torch CPU tensor: .numpy() is zero-copy and writeable (np.from_dlpack is read-only
         # before NumPy 2.2.5).
+        if is_bfloat16(x.dtype):  # torch hands NumPy no bfloat16: its bits, as ml_dtypes'
+            return _bfloat16_numpy(x, name), HOST
         try:
             return x.numpy(), HOST
-        except (TypeError, RuntimeError) as exc:  # e.g. bfloat16, which NumPy lacks
+        except (TypeError, RuntimeError) as exc:  # a dtype NumPy lacks
             raise TypeError(f"{name}: {exc}") from None
     if hasattr(x, "__dlpack_device__"):
         kind, device = x.__dlpack_device__()
@@ -52,6 +55,16 @@ def native(x, name):
         f"{name} must be an array (NumPy, CuPy, torch, or anything with __array_interface__, "
         f"__cuda_array_interface__ or DLPack), got {type(x).__name__}"
     )
+
+
+def _bfloat16_numpy(tensor, name):
+    """A bfloat16 torch CPU tensor as a writeable ml_dtypes bfloat16 array over its memory."""
+    bfloat16 = bfloat16_dtype()
+    if bfloat16 is None:
+        raise TypeError(f"{name}: bfloat16 tensors need the ml_dtypes package (pip install ml_dtypes)")
+    import torch  # the tensor's own library, imported already
+
+    return tensor.view(torch.int16).numpy().view(bfloat16)
 
 
 @functools.cache

@@ -2,11 +2,14 @@
 
 from dataclasses import replace
 
-from ._spec import CONVENTIONS, rule_for
-from .dtypes import state_dtype
-from .functional import apply
-from .state import RMSpropState, full_like
+import numpy as np
+
+from ._spec import CONVENTIONS, clip_factor, rule_for
+from .dtypes import numpy_dtype, state_dtype
+from .functional import apply, extras_of
+from .state import RMSpropState, full_like, widened_copy
 from .threads import check_count
+from .validate import check_extras, check_real
 
 
 class RMSprop:
@@ -20,6 +23,13 @@ class RMSprop:
     ``threads``: CPU threads per step (default: ``fastrms.set_num_threads``, the environment, every
     core; see ``fastrms.threads``).
 
+    Mixed precision (docs/mixed-precision.md): ``master_weights=True`` keeps a float32 master of
+    each half-precision param in its state; ``rounding`` ("nearest" or "stochastic", keyed by
+    ``seed`` and the step) rounds what is written to a half param. ``max_grad_norm`` clips the
+    grads to that global L2 norm inside the update; ``step(..., grad_scale=)`` unscales them.
+    Clipping or loss scaling reads the grads once more first (``fastrms.inspect_grads``), and a
+    step whose grads are not finite changes nothing and is counted in ``skipped_steps``.
+
     >>> opt = RMSprop(lr=0.01, alpha=0.9)
     >>> state = opt.init(param)        # buffers like param: same kind, device, dtype
     >>> opt.step(param, grad, state)   # in place; state.step counts completed steps
@@ -28,7 +38,8 @@ class RMSprop:
     def __init__(self, lr=None, alpha=None, eps=None, *, convention="book", eps_in_sqrt=None,
                  momentum=None, lr_in_momentum=None, nesterov=None, centered=None,
                  weight_decay=None, decoupled_weight_decay=None, bias_correction=None,
-                 maximize=None, initial_scale=None, backend="auto", threads=None):
+                 maximize=None, initial_scale=None, master_weights=False, rounding="nearest",
+                 seed=0, max_grad_norm=None, backend="auto", threads=None):
         self.rule = rule_for(
             convention, lr=lr, alpha=alpha, eps=eps, eps_in_sqrt=eps_in_sqrt, momentum=momentum,
             lr_in_momentum=lr_in_momentum, nesterov=nesterov, centered=centered,
@@ -38,6 +49,12 @@ class RMSprop:
         self.convention = CONVENTIONS[convention].name
         self.backend = backend
         self.threads = None if threads is None else check_count(threads)
+        check_extras(None, None, rounding, seed, 0)
+        if max_grad_norm is not None:
+            check_real("max_grad_norm", max_grad_norm, positive=True)
+        self.master_weights, self.rounding, self.seed = bool(master_weights), rounding, seed
+        self.max_grad_norm = max_grad_norm
+        self.skipped_steps = 0  # steps skipped for non-finite grads
 
     @property
     def lr(self):
@@ -53,18 +70,41 @@ class RMSprop:
         """Fresh state for ``param``: buffers of its kind, device and shape, step 0."""
         rule = self.rule
         dtype = state_dtype(param.dtype)  # torch's for torch params, else NumPy's
+        half = np.dtype(numpy_dtype(param.dtype)).itemsize <= 2
         return RMSpropState(
             square_avg=full_like(param, rule.initial_scale, dtype),
             momentum_buffer=full_like(param, 0.0, dtype) if rule.momentum != 0 else None,
             grad_avg=full_like(param, 0.0, dtype) if rule.centered else None,
+            master_param=widened_copy(param) if self.master_weights and half else None,
         )
 
-    def step(self, param, grad, state):
-        """One in-place step; ``state.step`` is incremented first and counts from 1, like torch's."""
+    def step(self, param, grad, state, grad_scale=None, found_inf=None):
+        """One in-place step; ``state.step`` is incremented first and counts from 1, like torch's.
+
+        ``grad_scale``: the loss scale the grads carry. ``found_inf``: the step is skipped when
+        true (a GradScaler's verdict). With ``max_grad_norm`` or ``grad_scale`` the grads are
+        inspected first (one read), and non-finite grads skip the step too. Returns whether the
+        step was taken."""
         t = state.step + 1
+        clip = None
+        if self.max_grad_norm is not None or grad_scale is not None:
+            from .grad_stats import inspect_grads
+
+            found, norm = inspect_grads(grad, 1.0 if grad_scale is None else grad_scale,
+                                        backend=self.backend, threads=self.threads)
+            found_inf = found or bool(found_inf)
+            if self.max_grad_norm is not None:
+                clip = clip_factor(self.max_grad_norm, norm, state_dtype(numpy_dtype(grad.dtype)))
+        skip = bool(found_inf) if found_inf is not None else False
+        extras = extras_of(grad_scale, clip, self.rounding, self.seed, t)
         apply(self.rule, param, grad, state.square_avg, state.momentum_buffer, state.grad_avg,
-              step=t, backend=self.backend, threads=self.threads)
+              step=t, backend=self.backend, threads=self.threads,
+              master_param=state.master_param, extras=extras, skip=skip)
+        if skip:
+            self.skipped_steps += 1
+            return False
         state.step = t
+        return True
 
     def __repr__(self):
         return f"RMSprop(convention={self.convention!r}, {self.rule})"

@@ -9,6 +9,7 @@ import numpy as np
 from .dtypes import array_kind, is_bfloat16, numpy_dtype, state_dtype, torch_dtype
 
 STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
+MASTER_KEY = "master_param"  # float32 master weights of half-precision params (master_weights=True)
 
 
 @dataclass
@@ -16,19 +17,22 @@ class RMSpropState:
     """The state of one parameter buffer.
 
     ``square_avg`` always; ``momentum_buffer`` with momentum > 0; ``grad_avg`` when centered;
-    ``step`` counts completed steps. The arrays are of the params' kind (NumPy, CuPy, torch),
-    on their device, float32 for half-precision params and else in the params' dtype.
+    ``step`` counts completed steps; ``master_param``, the float32 master weights of a
+    half-precision param (``RMSprop(master_weights=True)``). The arrays are of the params' kind
+    (NumPy, CuPy, torch), on their device, float32 for half-precision params and else in the
+    params' dtype.
     """
 
     square_avg: Any
     momentum_buffer: Any = None
     grad_avg: Any = None
     step: int = 0
+    master_param: Any = None
 
     def state_dict(self):
         """A snapshot with torch's key names, as NumPy arrays (``step`` a float32 scalar, as torch)."""
         d = {"step": np.array(self.step, dtype=np.float32)}
-        for key in STATE_KEYS:
+        for key in (*STATE_KEYS, MASTER_KEY):
             value = getattr(self, key)
             if value is not None:
                 d[key] = to_numpy(value)
@@ -49,7 +53,8 @@ class RMSpropState:
         if not math.isfinite(step) or step != int(step) or step < 0:
             raise ValueError(f"state dict's step must be a whole number >= 0, got {step}")
         dtype = None if like is None else state_dtype(like.dtype)
-        arrays = {k: copy_like(d[k], like, dtype) for k in STATE_KEYS if d.get(k) is not None}
+        arrays = {k: copy_like(d[k], like, dtype) for k in (*STATE_KEYS, MASTER_KEY)
+                  if d.get(k) is not None}
         return cls(step=int(step), **arrays)
 
 
@@ -71,6 +76,15 @@ def full_like(param, fill, dtype):
         with param.device:
             return cupy.full(param.shape, fill, dtype=dtype)
     return np.full(np.shape(param), fill, dtype=dtype)
+
+
+def widened_copy(param):
+    """A float32 copy of a half-precision ``param`` (exact), of its kind and on its device: the
+    master weights of ``RMSprop(master_weights=True)``."""
+    kind = _kind(param)
+    if kind == "torch":
+        return param.detach().float().contiguous()  # .float() copies a half tensor
+    return param.astype(np.float32, order="C")
 
 
 def to_numpy(x):

@@ -178,9 +178,9 @@ def refuse_master(name, param_dtype):
 def check_extras(grad_scale, clip, rounding, seed, offset):
     """The loss scale, clip factor, rounding mode, seed and counter offset of a step."""
     if grad_scale is not None:
-        _check_real("grad_scale", grad_scale, positive=True)
+        check_real("grad_scale", grad_scale, positive=True)
     if clip is not None:
-        _check_real("clip", clip)
+        check_real("clip", clip)
     if rounding not in ("nearest", "stochastic"):
         raise ValueError(f"rounding must be 'nearest' or 'stochastic', got {rounding!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -191,7 +191,7 @@ def check_extras(grad_scale, clip, rounding, seed, offset):
             raise ValueError(f"offset must be an integer in [0, 2**63), got {value!r}")
 
 
-def _check_real(name, value, positive=False):
+def check_real(name, value, positive=False):
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     if not math.isfinite(value) or value < 0 or (positive and value == 0):

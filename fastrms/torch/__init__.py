@@ -28,7 +28,8 @@ the checks on params and grads), ``ops`` (the torch operator), ``traced_step`` (
 that the tests and bench/loss_curve_spread.py share; imported only by them).
 """
 
-from .optimizer import FORMAT, RMSprop, rule_of
+from .groups import rule_of
+from .optimizer import FORMAT, RMSprop
 from .param_state import STATE_BUFFERS
 
 __all__ = ["FORMAT", "RMSprop", "STATE_BUFFERS", "rule_of"]

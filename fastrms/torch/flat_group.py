@@ -7,7 +7,8 @@ import torch
 
 from ..dtypes import state_dtype
 from ..flat import FlatBuffer
-from .param_state import STATE_BUFFERS, _adopt_step, _step_counters
+from ..rounding import offset_of
+from .param_state import MASTER, STATE_BUFFERS, _adopt_step, _step_counters
 from .tensors import _array_of, _checked_grad
 from .views import _Call
 
@@ -57,7 +58,7 @@ class _FlatGroup:
     def bind(self, j, state):
         """Make ``state``'s buffers and step views of this group's flat tensors (copying values)."""
         _adopt_step(state, self.step_views[j])
-        for name in STATE_BUFFERS:
+        for name in (*STATE_BUFFERS, MASTER):
             if state.get(name) is None:
                 continue
             view = self.buffer(name)[1][j]
@@ -82,11 +83,13 @@ class _FlatGroup:
             with_grad.append(j)
         return with_grad
 
-    def call(self, rule, group, with_grad, names):
-        """The ``_Call`` that steps the params ``with_grad`` (all: one whole-buffer call)."""
+    def call(self, rule, group, with_grad, names, lists=False):
+        """The ``_Call`` that steps the params ``with_grad`` (all: one whole-buffer call, unless
+        ``lists``: per-param views, as stochastic rounding counts elements per param)."""
         call = _Call(rule, group)
+        call.offsets = tuple(offset_of(j) for j in self.positions(group, with_grad))
         state_flats = [self.buffer(n) for n in names]
-        if len(with_grad) == len(self.params):
+        if len(with_grad) == len(self.params) and not lists:
             columns = [self._native(t) for t in [self.flat.data, self.flat.grad]
                        + [flat for flat, _ in state_flats]]
             call.step_block, call.step_positions = self.steps, None
@@ -99,8 +102,14 @@ class _FlatGroup:
             call.written = [self.params[j] for j in with_grad] + [flat for flat, _ in state_flats]
         by_name = dict(zip(names, columns[2:]))
         call.columns = (columns[0], columns[1], by_name["square_avg"],
-                        by_name.get("momentum_buffer"), by_name.get("grad_avg"))
+                        by_name.get("momentum_buffer"), by_name.get("grad_avg"),
+                        by_name.get(MASTER))
         return call
+
+    def positions(self, group, picked):
+        """The positions in ``group`` of this flat group's params ``picked`` (indices)."""
+        where = {id(p): k for k, p in enumerate(group["params"])}
+        return [where[id(self.params[j])] for j in picked]
 
     def _native(self, t):
         """What ``apply`` takes for ``t`` (cached for the whole flat tensors)."""

@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from .. import validate
-from .._buffers import NAMES, Buffers
+from .._buffers import NAMES, PLAIN, Buffers
 from ..functional import checked_lists
-from .param_state import STATE_BUFFERS
+from ..rounding import offset_of
+from .param_state import MASTER, STATE_BUFFERS
 from .tensors import _array_of, _check_strided, _dense, _flat_run, _real
 
 GRAD = NAMES.index("grad")
@@ -34,17 +35,19 @@ class ListPlan:
     """The buckets of lists of params, grads and state (``states``: name -> list, for the names
     the rule uses), one per (device, dtype)."""
 
-    def __init__(self, rule, params, grads, states, backend, capturable=False):
+    def __init__(self, rule, params, grads, states, backend, capturable=False, offsets=None):
         rows = {}
         for j, p in enumerate(params):
             rows.setdefault((p.device, _real(p).dtype), []).append(j)
         self.rows = None if len(rows) == 1 else list(rows.values())  # None: one bucket, all rows
-        self.buckets = [Bucket(rule, *self._split(params, grads, states, picked), backend,
-                               capturable) for picked in rows.values()]
+        offsets = [offset_of(j) for j in range(len(params))] if offsets is None else offsets
+        self.buckets = [Bucket(rule, *self._split(params, grads, states, offsets, picked),
+                               backend, capturable) for picked in rows.values()]
 
-    def _split(self, params, grads, states, picked):
+    def _split(self, params, grads, states, offsets, picked):
         take = (lambda ts: [ts[j] for j in picked]) if self.rows is not None else list
-        return take(params), take(grads), {n: take(ts) for n, ts in states.items()}
+        return (take(params), take(grads), {n: take(ts) for n, ts in states.items()},
+                tuple(take(offsets)))
 
     def gather(self, params, grads):
         """Each bucket's grads as its kernel reads them (``Bucket.gather``), or None if a param
@@ -60,11 +63,11 @@ class ListPlan:
             gathered.append(bucket_grads)
         return gathered
 
-    def run(self, rule, params, gathered, step=None, threads=None, lr_device=0):
+    def run(self, rule, params, gathered, step=None, threads=None, lr_device=0, extras=PLAIN):
         """One backend call per bucket (``gathered``: what ``gather`` returned)."""
         for j, (bucket, grads) in enumerate(zip(self.buckets, gathered)):
             picked = params if self.rows is None else [params[i] for i in self.rows[j]]
-            bucket.run(rule, picked, grads, step, threads, lr_device)
+            bucket.run(rule, picked, grads, step, threads, lr_device, extras)
 
 
 class Bucket:
@@ -76,7 +79,8 @@ class Bucket:
     passes them (a plan cached by the operator must not keep a model alive).
     """
 
-    def __init__(self, rule, params, grads, states, backend, capturable=False):
+    def __init__(self, rule, params, grads, states, offsets, backend, capturable=False):
+        self.offsets = offsets  # each param's counter for stochastic rounding
         for j, p in enumerate(params):
             if torch._debug_has_internal_overlap(p) == 1:  # 1: yes (2: cannot tell cheaply)
                 raise ValueError(f"param[{j}] of shape {tuple(p.shape)} has elements that share "
@@ -92,10 +96,17 @@ class Bucket:
         self.strides = [run.stride() for run in runs]  # the grads must have them too
         self.gapped = {j: run for j, (p, run) in enumerate(zip(params, runs)) if run is not p}
         grads, _ = self._conformed(params, grads)
+        masters = states.get(MASTER)
+        if masters is not None and any(m is None for m in masters):
+            masters = None  # (a bucket is of one dtype: all its params have masters, or none)
+        if masters is not None and self.gapped:
+            raise ValueError("master weights for params with gaps (strided views) are not "
+                             "supported: make the param contiguous")
         columns = Buffers([_array_of(_flat_run(run)) for run in runs],
                           [_array_of(_flat_run(g)) for g in grads],
                           *(None if n not in states else [_array_of(_flat_run(s)) for s in states[n]]
-                            for n in STATE_BUFFERS))
+                            for n in STATE_BUFFERS),
+                          None if masters is None else [_array_of(_flat_run(m)) for m in masters])
         self.module, columns, self.table, self.sizes = checked_lists(rule, columns, backend)
         itemsizes = np.array([0 if c is None else c[0].itemsize for c in columns], dtype=np.int64)
         self.nbytes = self.sizes[:, None] * itemsizes
@@ -158,19 +169,22 @@ class Bucket:
             raise
         return out, addresses
 
-    def run(self, rule, params, grads, step=None, threads=None, lr_device=0):
+    def run(self, rule, params, grads, step=None, threads=None, lr_device=0, extras=PLAIN):
+        extras = extras._replace(offsets=self.offsets)
         if self.capturable:
-            self._launch_prepared(rule, lr_device)
+            self._launch_prepared(rule, lr_device, extras)
         elif self.update_many is not None:
-            self.update_many(self.columns, rule, step, self.table, self.sizes, threads)
+            self.update_many(self.columns, rule, step, self.table, self.sizes, threads,
+                             extras=extras)
         else:  # a backend without a multi-tensor entry (the NumPy reference): one call a param
             for j, g in enumerate(grads):
                 row = Buffers(*(None if c is None else c[j] for c in self.columns))
-                self.module.update(row._replace(grad=_array_of(_flat_run(g))), rule, step, threads)
+                self.module.update(row._replace(grad=_array_of(_flat_run(g))), rule, step,
+                                   threads, extras=extras._replace(offsets=self.offsets[j]))
         for j, run in self.gapped.items():
             params[j].copy_(run)
 
-    def _launch_prepared(self, rule, lr_device):
+    def _launch_prepared(self, rule, lr_device, extras):
         """The capturable launch: its tables on the device since the step that prepared them.
         The last ``PREPARED_KEPT`` prepared launches are kept, by their table's bytes: a captured
         graph replays its tables' address, so they must outlive a later eager step whose grads
@@ -183,7 +197,7 @@ class Bucket:
                 columns.momentum_buffer is not None, columns.grad_avg is not None, stream=stream)
             if len(self.prepared) > PREPARED_KEPT:
                 self.prepared.popitem(last=False)
-        self.launch.launch(rule, None, lr_device, stream=stream)
+        self.launch.launch(rule, None, lr_device, stream=stream, extras=extras)
 
 
 def _tags(columns, run):

@@ -7,45 +7,28 @@ the whole buffers of each ``_FlatGroup`` (``fastrms.torch.flat_group``); under
 refuses is said in the package's docstring (``fastrms.torch``).
 """
 
-import functools
-
 import torch
 
-from .._spec import rule_for
+from ..functional import extras_of
 from ..threads import check_count
+from ..validate import check_extras, check_real
+from .amp import verdict
+from .groups import _check_defaults, _check_group, rule_of
 from ..threads import resolve as resolve_threads
 from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
 from .flat_group import _FlatGroup
-from .param_state import _adopt_step, _state_names, _state_of, _step_counters
+from .param_state import (MASTER, _adopt_step, _has_master, _state_names, _state_of,
+                          _step_counters)
 from .list_plan import refuse_under_capture
 from .step_plan import GroupPlan
 from .traced_step import init_group, traced_step
 from .tensors import _check_dtype
 
 FORMAT = 1  # version of the state-dict layout written under the key "fastrms"
-_SETTINGS = {"flatten": False, "backend": "auto", "threads": None}  # ours, beyond torch's arguments
-
-
-@functools.lru_cache(maxsize=256)
-def _torch_rule(lr, alpha, eps, weight_decay, momentum, centered, maximize):
-    return rule_for("torch", lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                    momentum=momentum, centered=centered, maximize=maximize)
-
-
-# The rule's lr where a capturable step reads the group's lr tensor on the device instead.
-READ_ON_DEVICE = 1.0
-
-
-def rule_of(group, lr_on_device=False):
-    """The ``fastrms`` rule of a param group (cached: one ``Rule`` per set of values). A tensor lr
-    is read here, on the host, unless the step reads it on the device (``lr_on_device``: the
-    unflattened capturable step), which the rule then marks ``READ_ON_DEVICE``."""
-    lr = group["lr"]
-    if isinstance(lr, torch.Tensor):
-        lr = READ_ON_DEVICE if lr_on_device else lr.item()
-    return _torch_rule(float(lr), float(group["alpha"]), float(group["eps"]),
-                       float(group["weight_decay"]), float(group["momentum"]),
-                       bool(group["centered"]), bool(group["maximize"]))
+# Ours, beyond torch's arguments (pickled with the optimizer; older pickles lack the later ones).
+_SETTINGS = {"flatten": False, "backend": "auto", "threads": None, "max_grad_norm": None,
+             "master_weights": False, "rounding": "nearest", "seed": 0,
+             "calls": 0, "_skipped": 0, "_skipped_device": None, "_device_steps": False}
 
 
 class RMSprop(torch.optim.Optimizer):
@@ -60,15 +43,36 @@ class RMSprop(torch.optim.Optimizer):
     ``threads``: CPU threads per step; by default ``fastrms.set_num_threads``'s count, else
     ``torch.get_num_threads()`` (what ``torchrun`` and ``torch.set_num_threads`` set), read at
     every step (``fastrms.threads``).
+
+    Mixed precision (docs/mixed-precision.md): float16 and bfloat16 params compute in float32
+    with float32 state; ``master_weights=True`` keeps a float32 master of each in
+    ``state[p]["master_param"]``; ``rounding`` ("nearest" or "stochastic", keyed by ``seed`` and
+    the count of ``step()`` calls) rounds what is written to half params.
+    ``max_grad_norm`` clips the grads of every group to that global L2 norm inside the update
+    (as ``clip_grad_norm_``); a step whose grads are not finite then changes nothing and is
+    counted in ``skipped_steps``. ``torch.amp.GradScaler`` hands its scale and inf verdict to the
+    step (``_step_supports_amp_scaling``): the grads are unscaled inside the update.
     """
+
+    _step_supports_amp_scaling = True  # GradScaler passes grad_scale and found_inf (fastrms.torch.amp)
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, maximize=False, foreach=None, capturable=False,
-                 differentiable=False, flatten=False, backend="auto", threads=None):
+                 differentiable=False, flatten=False, backend="auto", threads=None,
+                 master_weights=False, rounding="nearest", seed=0, max_grad_norm=None):
         _check_defaults(lr, alpha, eps, weight_decay, momentum)
+        if max_grad_norm is not None:
+            check_real("max_grad_norm", max_grad_norm, positive=True)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
+        check_extras(None, None, rounding, seed, 0)
+        self.master_weights, self.rounding, self.seed = bool(master_weights), rounding, seed
+        self.max_grad_norm = max_grad_norm
+        self.calls = 0  # step() calls (skipped ones too): the step that keys stochastic rounding
+        self._skipped = 0  # steps skipped on the host for non-finite grads
+        self._skipped_device = None  # ... and counted on the device (CUDA GradScaler)
+        self._device_steps = False  # step counts on the CUDA device (a device GradScaler verdict)
         self.flatten = bool(flatten)
         self.backend = backend
         self.threads = None if threads is None else check_count(threads)
@@ -134,6 +138,17 @@ class RMSprop(torch.optim.Optimizer):
         if torch.compiler.is_compiling():  # traced: torch's structure, the torch operator
             traced_step(self)
             return loss
+        self.calls += 1
+        judged = verdict(self, [p.grad for group in self.param_groups for p in group["params"]
+                                if p.grad is not None])
+        if judged.skip:  # non-finite grads: nothing written, no step counted
+            self._skipped += 1
+            return loss
+        if judged.step_increment is not None:  # counted on the device from now on
+            self._device_steps = True
+            skipped = 1 - judged.step_increment
+            self._skipped_device = skipped if self._skipped_device is None else \
+                self._skipped_device + skipped
         calls, planned = [], []
         for index, group in enumerate(self.param_groups):
             # Only the unflattened capturable step reads a tensor lr on the device.
@@ -144,10 +159,26 @@ class RMSprop(torch.optim.Optimizer):
                 planned.append((self._plan(index, group, rule), group, rule))
         threads = resolve_threads(self.threads, framework=torch.get_num_threads())
         for (plan, gathered), group, rule in planned:
-            plan.run(group, rule, gathered, threads)
+            plan.run(group, rule, gathered, threads, self._extras(group, judged),
+                     judged.step_increment)
         for call in calls:
-            call.run(self.backend, threads)
+            call.run(self.backend, threads, self._extras(call.group, judged),
+                     judged.step_increment)
         return loss
+
+    @property
+    def skipped_steps(self):
+        """How many steps were skipped for non-finite grads (reading the device count, if any,
+        waits for the device)."""
+        device = 0 if self._skipped_device is None else int(self._skipped_device.item())
+        return self._skipped + device
+
+    def _extras(self, group, judged):
+        """The ``Extras`` of a group's step: the verdict's scale and clip, the group's rounding."""
+        extras = extras_of(judged.grad_scale, judged.clip, self.rounding, self.seed, self.calls)
+        if judged.device_amp is not None:
+            extras = extras._replace(device_amp=judged.device_amp.data_ptr())
+        return extras
 
     def _plan(self, index, group, rule):
         """Group ``index``'s step plan (``fastrms.torch.step_plan``), rebuilt if stale, and this
@@ -155,7 +186,8 @@ class RMSprop(torch.optim.Optimizer):
         names = _state_names(rule)
         plan = self._plans.get(index)
         gathered = None
-        if plan is not None and plan.backend == self.backend:
+        if plan is not None and plan.backend == self.backend \
+                and plan.step_block is self._step_block(index, group)[0]:
             gathered = plan.gather(group, self.state, names)
         if gathered is None:
             refuse_under_capture("the step must first check its params and allocate its state")
@@ -175,7 +207,7 @@ class RMSprop(torch.optim.Optimizer):
         One ``index_add_`` then counts a step for every param (``_foreach_add_`` on a hundred
         0-d tensors took 100 µs here).
         """
-        device = _step_device(group)
+        device = _step_device(group, getattr(self, "_device_steps", False))
         block = self._step_blocks.get(index)
         if block is None or block[0].numel() != len(group["params"]) or block[0].device != device:
             block = self._step_blocks[index] = _step_counters(len(group["params"]), device)
@@ -201,9 +233,9 @@ class RMSprop(torch.optim.Optimizer):
                 != len(group["params"]):
             self._flatten_group(index)  # params moved (model.to(...)) or the group changed
             flats = self._flat[index]
-        names = _state_names(rule)
         calls = []
         for fg in flats:
+            names = _state_names(rule) + ((MASTER,) if _has_master(self.master_weights, fg.params[0]) else ())
             with_grad = fg.gather_grads()
             if not with_grad:
                 continue
@@ -212,9 +244,11 @@ class RMSprop(torch.optim.Optimizer):
                 fg.bound_names = names
             for j in with_grad:
                 if j not in fg.bound:
-                    fg.bind(j, _state_of(self.state[fg.params[j]], fg.params[j], group))
+                    fg.bind(j, _state_of(self.state[fg.params[j]], fg.params[j], group,
+                                         self.master_weights))
                     fg.bound.add(j)
-            calls.append(fg.call(rule, group, with_grad, names))
+            calls.append(fg.call(rule, group, with_grad, names,
+                                 lists=self.rounding == "stochastic"))
         return calls
 
     # -- state dicts ------------------------------------------------------------------------
@@ -252,18 +286,6 @@ class RMSprop(torch.optim.Optimizer):
                     self._flatten_group(index)
 
 
-def _check_defaults(lr, alpha, eps, weight_decay, momentum):
-    """torch.optim.RMSprop's checks, messages and order, before the params are read; the stricter
-    ones of fastrms (finite values, alpha <= 1) follow per group (``_check_group``)."""
-    if isinstance(lr, torch.Tensor) and lr.numel() != 1:
-        raise ValueError("Tensor lr must be 1-element")
-    for value, message in ((lr, "Invalid learning rate"), (eps, "Invalid epsilon value"),
-                           (momentum, "Invalid momentum value"),
-                           (weight_decay, "Invalid weight_decay value"),
-                           (alpha, "Invalid alpha value")):
-        if not 0.0 <= value:
-            raise ValueError(f"{message}: {value}")
-
 
 def _copy_of(value):
     """``value`` with its tensors cloned, dicts looked into (entries that are not a param's state,
@@ -275,21 +297,13 @@ def _copy_of(value):
     return value
 
 
-def _step_device(group):
+
+
+def _step_device(group, device_steps=False):
     """Where a group's step counts live: on the params' device if capturable (torch's layout;
-    counted there without a host copy), else on the CPU."""
-    if group.get("capturable") and group["params"]:
-        return group["params"][0].device
+    counted there without a host copy) or once a GradScaler's verdict stayed on a CUDA device
+    (``device_steps``: the count is corrected there), else on the CPU."""
+    params = group["params"]
+    if params and (group.get("capturable") or (device_steps and params[0].is_cuda)):
+        return params[0].device
     return torch.device("cpu")
-
-
-def _check_group(group, lr_on_device=None):
-    """Refuse what fastrms does not do; return the group's rule (``rule_of``, which validates
-    the hyperparameters). ``lr_on_device``: as for ``rule_of``; by default, where capturable
-    (validation then reads no tensor lr, a host synchronisation on CUDA)."""
-    if lr_on_device is None:
-        lr_on_device = bool(group.get("capturable"))
-    if group.get("differentiable"):
-        raise ValueError("differentiable=True is not supported: the fused step updates in place, "
-                         "outside autograd")
-    return rule_of(group, lr_on_device)

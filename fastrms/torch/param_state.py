@@ -10,7 +10,9 @@ import torch
 
 from ..dtypes import state_dtype
 from ..state import STATE_KEYS as STATE_BUFFERS
-from .tensors import _check_dtype, _checked_grad, _dense
+from .tensors import HALF_DTYPES, _check_dtype, _checked_grad, _dense
+
+MASTER = "master_param"  # a half param's float32 master weights (master_weights=True)
 
 try:  # torch's step-counter dtype (float32, or float64 under a float64 default dtype)
     from torch.optim.optimizer import _get_scalar_dtype
@@ -24,7 +26,12 @@ def _state_names(rule):
     return tuple(n for n, on in zip(STATE_BUFFERS, (True, rule.momentum != 0, rule.centered)) if on)
 
 
-def _state_of(state, p, group):
+def _has_master(master_weights, p):
+    """Whether ``p`` keeps master weights: a half-precision param, with ``master_weights``."""
+    return master_weights and p.dtype in HALF_DTYPES
+
+
+def _state_of(state, p, group, master_weights=False):
     """``self.state[p]`` (passed as ``state``), created as torch creates it (and completed if the
     group changed; its buffers moved to the param's device and state dtype if the param moved)."""
     if len(state) == 0:
@@ -41,6 +48,13 @@ def _state_of(state, p, group):
         elif buffer.dtype != dtype or buffer.device != p.device or buffer.shape != p.shape \
                 or buffer.stride() != _state_strides(p):
             state[key] = _laid_out_for(p, dtype).copy_(buffer.reshape(p.shape))
+    if _has_master(master_weights, p):
+        master = state.get(MASTER)
+        if master is None:  # from the param's own value: exact
+            state[MASTER] = _laid_out_for(p, dtype).copy_(p.detach())
+        elif master.dtype != dtype or master.device != p.device or master.shape != p.shape \
+                or master.stride() != _state_strides(p):
+            state[MASTER] = _laid_out_for(p, dtype).copy_(master.reshape(p.shape))
     return state
 
 
@@ -77,6 +91,6 @@ def _stepped_states(optimizer, group, step_views):
             continue
         _checked_grad(p)
         _check_dtype(p)
-        state = _state_of(optimizer.state[p], p, group)
+        state = _state_of(optimizer.state[p], p, group, optimizer.master_weights)
         _adopt_step(state, step_views[position])
         yield position, p, state

@@ -15,8 +15,10 @@ import operator
 
 import torch
 
+from .._buffers import PLAIN
+from ..rounding import offset_of
 from .list_plan import ListPlan, refuse_under_capture
-from .param_state import _state_names, _stepped_states
+from .param_state import MASTER, _state_names, _stepped_states
 
 
 class GroupPlan:
@@ -35,22 +37,30 @@ class GroupPlan:
         self.with_grad, self.states = with_grad, states
         self.state_ids = frozenset(map(id, states))  # (a lookup by tensor costs a Python hash)
         self.without_grad = [p for p in self.params if p.grad is None]
-        self.read_state = operator.itemgetter("step", *self.names)  # a tuple, even of one
-        self.state_addresses = [t.data_ptr() for state in states for t in self.read_state(state)]
+        # What a step reads of each state (tuples, even of one): master weights for some params.
+        plain = operator.itemgetter("step", *self.names)
+        with_master = operator.itemgetter("step", *self.names, MASTER)
+        masters = [MASTER in state for state in states]
+        self.read_states = [with_master if m else plain for m in masters]
+        self.state_addresses = [t.data_ptr() for state, read in zip(states, self.read_states)
+                                for t in read(state)]
         self.capturable = _capturable(group, with_grad)
         self.lr_kind = _lr_kind(group["lr"])
         self.lr_on_device = None  # capturable with a tensor lr: a float64 copy the kernel reads
         if self.capturable and self.lr_kind is not None and with_grad:
             self.lr_on_device = torch.empty((), dtype=torch.float64, device=with_grad[0].device)
-        self.lists = ListPlan(rule, with_grad, [p.grad for p in with_grad],
-                              {n: [s[n] for s in states] for n in self.names}, backend,
-                              self.capturable)
+        columns = {n: [s[n] for s in states] for n in self.names}
+        if any(masters):
+            columns[MASTER] = [s.get(MASTER) for s in states]
+        self.lists = ListPlan(rule, with_grad, [p.grad for p in with_grad], columns, backend,
+                              self.capturable, [offset_of(j) for j in positions])
         device = self.step_block.device
         self.step_index = None if len(positions) == len(self.params) else \
             torch.tensor(positions, device=device)
         self.step_ones = None if self.step_index is None else \
             torch.ones(len(positions), dtype=self.step_block.dtype, device=device)
-        self.written = with_grad + [s[n] for n in self.names for s in states]
+        self.written = with_grad + [s[n] for n in self.names for s in states] + [
+            s[MASTER] for s, m in zip(states, masters) if m]
 
     def gather(self, group, optimizer_state, names):
         """This step's grads as the plan's buckets read them (``ListPlan.gather``), or None if the
@@ -66,9 +76,8 @@ class GroupPlan:
         if not self.state_ids.issubset(map(id, optimizer_state.values())):
             return None  # the state was reset (opt.state.clear()) or a param's replaced
         grads, state_tensors = [], []
-        read_state = self.read_state
         try:
-            for p, state in zip(self.with_grad, self.states):
+            for p, state, read_state in zip(self.with_grad, self.states, self.read_states):
                 g = p.grad
                 if g is None:
                     return None  # a param lost its grad
@@ -84,9 +93,12 @@ class GroupPlan:
             return []
         return self.lists.gather(self.with_grad, grads)
 
-    def run(self, group, rule, gathered, threads):
+    def run(self, group, rule, gathered, threads, extras=PLAIN, step_increment=None):
         """The step: one backend call per bucket, then the step counts and version counters.
-        Capturable: device work only (no host synchronisation, no host-to-device copy)."""
+        Capturable: device work only (no host synchronisation, no host-to-device copy).
+        ``extras``: loss scale, clip factor, rounding (``fastrms._buffers.Extras``; each bucket
+        sets its params' counter offsets). ``step_increment``: a device tensor (1 − found_inf)
+        that counts the step where the GradScaler's verdict stays on the device."""
         lr_device = 0
         if self.lr_on_device is not None:
             if group["lr"].device.type == "cpu":  # allowed eagerly (torch.compile may set
@@ -94,11 +106,12 @@ class GroupPlan:
                                      "device")  # capturable=True on a group with one)
             lr_device = self.lr_on_device.copy_(group["lr"]).data_ptr()
         if gathered:
-            self.lists.run(rule, self.with_grad, gathered, None, threads, lr_device)
+            self.lists.run(rule, self.with_grad, gathered, None, threads, lr_device, extras)
+        increment = 1 if step_increment is None else step_increment
         if self.step_index is None:
-            self.step_block.add_(1)
+            self.step_block.add_(increment)
         elif len(self.step_index):
-            self.step_block.index_add_(0, self.step_index, self.step_ones)
+            self.step_block.index_add_(0, self.step_index, self.step_ones * increment)
         torch.autograd.graph.increment_version(self.written)
 
 

@@ -7,9 +7,11 @@ real views (re and im as two reals), as torch treats them.
 
 import torch
 
-from ..native import cuda_arrays
+from ..native import _bfloat16_numpy, cuda_arrays
 
-_HOST_DTYPES = (torch.float32, torch.float64, torch.complex64, torch.complex128)
+_HOST_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64,
+                torch.complex128)
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _checked_grad(p):
@@ -24,8 +26,9 @@ def _check_strided(grad):
 
 def _check_dtype(p):
     if p.device.type == "cpu" and p.dtype not in _HOST_DTYPES:
-        raise TypeError(f"fastrms.torch.RMSprop updates float32, float64, complex64 and complex128 "
-                        f"CPU params; got a {p.dtype} param of shape {tuple(p.shape)}")
+        raise TypeError(f"fastrms.torch.RMSprop updates float16, bfloat16, float32, float64, "
+                        f"complex64 and complex128 CPU params; got a {p.dtype} param of shape "
+                        f"{tuple(p.shape)}")
 
 
 def _dense(t):
@@ -61,7 +64,10 @@ def _array_of(t):
 
 
 def _host_array(t):
-    """A NumPy array over a CPU tensor's own memory (complex as real pairs)."""
+    """A NumPy array over a CPU tensor's own memory (complex as real pairs; bfloat16 as
+    ml_dtypes')."""
+    if t.dtype is torch.bfloat16:
+        return _bfloat16_numpy(t, "param")
     return _real(t).numpy()
 
 

@@ -38,6 +38,13 @@ def init_group(optimizer, group, params, grads, square_avgs, momentum_buffers, g
 
 def traced_step(optimizer):
     """One step of every group through the operator (the step ``torch.compile`` traces)."""
+    if any(getattr(optimizer, name, None) is not None
+           for name in ("grad_scale", "found_inf", "max_grad_norm")) or any(
+               (optimizer.master_weights, optimizer.rounding == "stochastic")):
+        raise NotImplementedError(
+            "fastrms: a compiled step does not yet take master weights, stochastic rounding, "
+            "a GradScaler or max_grad_norm; compile the model and step the optimizer eagerly "
+            "(docs/mixed-precision.md)")
     for index, group in enumerate(optimizer.param_groups):
         params, grads, square_avgs, momentum_buffers, grad_avgs, steps = [], [], [], [], [], []
         optimizer._init_group(group, params, grads, square_avgs, momentum_buffers, grad_avgs,
