@@ -46,6 +46,10 @@ CACHES = (
           "never in a process; Numba's disk cache checks the source file's timestamp"),
     Cache("fastrms.cpu.multi", "rmsprop_multi_kernel", "the jitted multi-tensor loop per "
           "(modes, parallel)", "as rmsprop_kernel"),
+    Cache("fastrms.cpu.grad_stats", "partials_kernel", "inspect_grads' jitted chunk loop per "
+          "(read format, parallel)", "as rmsprop_kernel"),
+    Cache("fastrms.cpu.grad_stats", "_empty", "an empty array per dtype (the loop's dtype tag)",
+          "never"),
     Cache("fastrms.cpu.multi", "_chunks_of", "the parallel chunk table per list of sizes",
           "never: keyed by the sizes' bytes"),
     Cache("fastrms.cuda.plan", "_plan", "a single-buffer launch (instance, grid, packed "
@@ -61,6 +65,12 @@ CACHES = (
     Cache("fastrms.cuda.loader", "kernel", "a compiled kernel instance per device and compile "
           "options (the step's, or the roofline's)", "as source"),
     Cache("fastrms.cuda.loader", "multiprocessors", "a device's multiprocessor count", "never"),
+    Cache("fastrms.cuda.grad_stats", "source", "grad_stats.cu's text with the GradTable layout "
+          "check appended", "as fastrms.cuda.loader.source"),
+    Cache("fastrms.cuda.grad_stats", "_module", "grad_stats.cu compiled (every kernel) per device",
+          "as source"),
+    Cache("fastrms.cuda.grad_stats", "kernel", "one grad_stats.cu kernel per device and name",
+          "as source"),
     Cache("fastrms.cuda.backend", "_DEVICE_TABLES", "the device copy of a multi-tensor launch's "
           "tables per (device, stream, tables)", "never: keyed by the tables' bytes; the "
           "oldest of 64 is dropped, its memory returned to CuPy's pool on that stream"),

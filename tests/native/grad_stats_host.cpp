@@ -1,0 +1,25 @@
+// fastrms/cuda/grad_stats.cu compiled for the host (cuda_host.h), as fastrms.cuda.grad_stats joins
+// it (grad_stats.cu and the GradTable layout check: grad_stats_source.cu, written by the CMake
+// build). Two C entry points per kernel instance, for ctypes (tests/native/grad_stats_emulation.py):
+//   fastrms_host_<kernel>(grid, block, params): the launch, params as cuLaunchKernel takes them;
+//   fastrms_host_<kernel>_signature(kinds, sizes, capacity): its parameters' kinds and sizes.
+#include "cuda_host.h"
+
+#include "grad_stats_source.cu"
+
+#define GRAD_ENTRY(NAME, ...)                                                                  \
+    extern "C" void fastrms_host_##NAME(unsigned grid, unsigned block, void* const* params) {  \
+        cuda_host::launch_params(grid, block, params, __VA_ARGS__);                            \
+    }                                                                                          \
+    extern "C" int fastrms_host_##NAME##_signature(char* kinds, unsigned long long* sizes,     \
+                                                   int capacity) {                             \
+        return cuda_host::signature(kinds, sizes, capacity, __VA_ARGS__);                      \
+    }
+
+GRAD_ENTRY(grad_lane_sums_float32, fastrms::grad_lane_sums<float>)
+GRAD_ENTRY(grad_lane_sums_float64, fastrms::grad_lane_sums<double>)
+GRAD_ENTRY(grad_lane_sums_float16, fastrms::grad_lane_sums<__half>)
+GRAD_ENTRY(grad_lane_sums_bfloat16, fastrms::grad_lane_sums<__nv_bfloat16>)
+GRAD_ENTRY(grad_chunk_partials, fastrms::grad_chunk_partials)
+GRAD_ENTRY(grad_tree_sums, fastrms::grad_tree_sums)
+GRAD_ENTRY(grad_finish, fastrms::grad_finish)
