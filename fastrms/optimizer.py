@@ -7,6 +7,7 @@ import numpy as np
 from ._spec import CONVENTIONS, clip_factor, rule_for
 from .dtypes import numpy_dtype, state_dtype
 from .functional import apply, extras_of
+from .grad_stats import inspect_grads
 from .state import RMSpropState, full_like, widened_copy
 from .threads import check_count
 from .validate import check_extras, check_real
@@ -88,8 +89,6 @@ class RMSprop:
         t = state.step + 1
         clip = None
         if self.max_grad_norm is not None or grad_scale is not None:
-            from .grad_stats import inspect_grads
-
             found, norm = inspect_grads(grad, 1.0 if grad_scale is None else grad_scale,
                                         backend=self.backend, threads=self.threads)
             found_inf = found or bool(found_inf)

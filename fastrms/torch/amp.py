@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._spec import clip_factor
+from ..grad_stats import inspect_grads
 
 
 class Verdict(NamedTuple):
@@ -44,8 +45,6 @@ def verdict(optimizer, grads):
     scale = float(grad_scale.item()) if torch.is_tensor(grad_scale) else grad_scale
     clip = None
     if max_norm is not None and not skip and grads:
-        from ..grad_stats import inspect_grads
-
         found, norm = inspect_grads(grads, 1.0 if scale is None else scale,
                                     backend=optimizer.backend, threads=optimizer.threads)
         skip = found
@@ -63,8 +62,6 @@ def _on_device(grad_scale, found_inf, max_norm, grads):
         torch.ones((), device=device)
     clip = torch.ones((), device=device)
     if max_norm is not None and grads:
-        from ..grad_stats import inspect_grads
-
         # The norm of the scaled grads, divided by the scale (the scale stays on the device).
         grad_found, norm = (torch.as_tensor(v, device=device) for v in inspect_grads(grads))
         found = torch.maximum(found, grad_found.float())
