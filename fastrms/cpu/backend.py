@@ -112,13 +112,13 @@ def update_many(columns, rule, step, table, sizes, threads=None, extras=PLAIN):
 _pool_started = False  # whether a parallel loop ran in this process (Numba's pool is up)
 
 
-def _run(kernel_of, modes, n, threads, serial_args, parallel_args, storage):
+def _run(kernel_of, modes, n, threads, serial_args, parallel_args, *variant):
     """The serial loop for small or single-threaded steps, else the parallel one on the resolved
     number of threads; single-threaded for good where no threading layer loads."""
     global _serial_only, _pool_started
     count = 1 if n < PARALLEL_FROM or _serial_only else resolve_threads(threads)
     if count == 1:
-        kernel_of(modes, False, storage)(*serial_args)
+        kernel_of(modes, False, *variant)(*serial_args)
         return
     try:
         if not _pool_started:
@@ -126,13 +126,13 @@ def _run(kernel_of, modes, n, threads, serial_args, parallel_args, storage):
                 numba.get_num_threads()  # starts it
             _pool_started = True
         _set_numba_threads(count)
-        kernel_of(modes, True, storage)(*parallel_args)
+        kernel_of(modes, True, *variant)(*parallel_args)
     except ValueError as exc:  # raised before the loop starts: nothing was written
         if "threading layer" not in str(exc):
             raise
         warnings.warn(f"fastrms: no Numba threading layer loads ({exc}); running single-threaded")
         _serial_only = True
-        kernel_of(modes, False, storage)(*serial_args)
+        kernel_of(modes, False, *variant)(*serial_args)
 
 
 def _set_numba_threads(count):
