@@ -132,7 +132,7 @@ def f32_to_f16(b):
     shift = _min32(U32(126) - _min32(e, U32(126)), U32(31))
     kept = m >> shift
     rest = m & ((_ONE << shift) - _ONE)
-    half = _ONE << (shift - _ONE)
+    half = (_ONE << shift) >> _ONE  # (every shift stays below 32: Numba's would be undefined)
     up = U32((rest > half) | ((rest == half) & ((kept & _ONE) == _ONE)))
     sub = _select(e < U32(102), _ZERO, kept + up)
     nan = (U32(0x7E00) | (a >> U32(13))) & U32(0x7FFF)
@@ -169,7 +169,7 @@ def stochastic_f32(b, r, fmt):
         # probability a/2⁻²⁴, in integers: r < m·2^(e−94).
         e = a >> U32(23)
         m = (a & U32(0x7FFFFF)) | _select(e == _ZERO, _ZERO, U32(0x800000))
-        lshift = _select(e > U32(94), e - U32(94), _ZERO)
+        lshift = _min32(_select(e > U32(94), e - U32(94), _ZERO), U32(8))
         rshift = _min32(_select(e > U32(94), _ZERO, U32(94) - e), U32(31))
         threshold = (m << lshift) >> rshift
         tiny = _select(r < threshold, U32(0x33800000), _ZERO)  # 2⁻²⁴ or 0

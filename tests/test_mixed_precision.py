@@ -13,8 +13,8 @@ from fastrms.rounding import offset_of
 from cases import assert_same, bfloat16, grad, some_modes, state
 
 HALVES = [np.dtype(np.float16)] + ([np.dtype(bfloat16)] if bfloat16 is not None else [])
-RULES = some_modes()[:4]
-SIZES = (1, 7, 4097, 1 << 15)  # 2¹⁵: the parallel loop, several blocks
+RULES = [some_modes()[0], some_modes()[2]]  # plain; centered, momentum, wd, bias-corrected
+SIZES = (1, 7, 4097, 1 << 15)  # 2¹⁵: the parallel loop, two blocks
 
 
 def _run(backend, rule, buffers, grads, master=None, **extras):
@@ -37,10 +37,10 @@ def _kwargs(rule):
 @pytest.mark.parametrize("dtype", HALVES, ids=str)
 @pytest.mark.parametrize("master", [False, True], ids=["no-master", "master"])
 @pytest.mark.parametrize("how", ["nearest", "stochastic"])
-@pytest.mark.parametrize("n", SIZES)
-def test_numba_equals_reference(dtype, master, how, n):
-    rng = np.random.default_rng(n)
-    for desc, rule in RULES:
+def test_numba_equals_reference(dtype, master, how):
+    rng = np.random.default_rng(0)
+    rules = RULES if how == "nearest" else RULES[1:]  # (its loops compile slowly: one rule)
+    for (desc, rule), n in ((r, n) for r in rules for n in SIZES):
         buffers = state(rng, rule, dtype, n)
         grads = [grad(rng, dtype, n) * 64 for _ in range(3)]
         w = buffers[0].astype(np.float32) if master else None
@@ -49,7 +49,7 @@ def test_numba_equals_reference(dtype, master, how, n):
         got = _run("numba", rule, buffers, grads, w, **extras)
         for name, a, b in zip(("param", "square_avg", "momentum", "grad_avg", "master"), got, want):
             if a is not None:
-                assert_same(a, b, err_msg=f"{desc} {name}")
+                assert_same(a, b, err_msg=f"{desc} n={n} {name}")
 
 
 def test_master_equals_a_float32_run_on_the_widened_grads():
