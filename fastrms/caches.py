@@ -53,12 +53,12 @@ CACHES = (
     Cache("fastrms.cpu.multi", "_chunks_of", "the parallel chunk table per list of sizes",
           "never: keyed by the sizes' bytes"),
     Cache("fastrms.cuda.plan", "_plan", "a single-buffer launch (instance, grid, packed "
-          "arguments) per addresses, size, rule, step and device",
+          "arguments) per addresses, size, rule, step, extras and device",
           "never: a moved buffer has a new address, a new key"),
-    Cache("fastrms.cuda.plan", "_multi_plan", "a multi-tensor launch per tables, rule, step",
+    Cache("fastrms.cuda.plan", "_multi_plan", "a multi-tensor launch per tables, rule, step, extras",
           "never: keyed by the tables' bytes"),
-    Cache("fastrms.cuda.plan", "_multi_tables", "the tensor and chunk tables per addresses "
-          "and sizes", "never: keyed by their bytes"),
+    Cache("fastrms.cuda.plan", "_multi_tables", "the tensor and chunk tables per addresses, "
+          "sizes and counter offsets", "never: keyed by their bytes"),
     Cache("fastrms.cuda.loader", "source", "rmsprop.cu's text with the struct layout check "
           "appended", "an edit of the installed file: clear_caches() (CuPy hashes the text, so a "
           "new text recompiles)"),

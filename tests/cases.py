@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fastrms import rounding
+from fastrms._buffers import Extras
 from fastrms._spec import Rule
 from fastrms.dtypes import bfloat16_dtype
 
@@ -187,3 +189,35 @@ def assert_same_buffers(got, want, names=STATE_NAMES, err_msg=""):
         if a is not None:
             assert a.dtype == b.dtype and a.shape == b.shape, f"{err_msg} {name}"
             assert_same(a, b, err_msg=f"{err_msg} {name}".strip())
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixed precision (issue 13): master weights, stochastic rounding, loss scale and clip factor.
+
+HALF_DTYPES = [d for d in PARAM_DTYPES if d.itemsize == 2]
+# Rules with a momentum buffer, with both state buffers, with a grad average; the grads carry a
+# loss scale of 2^10, the master weights (where there are some) are near the params.
+MIXED_RULES = [rule for desc, rule in some_modes() if desc in (
+    "plain+momentum+wd+maximize+eps-outside", "centered-lerp-from-grad+wd+maximize",
+    "centered-ema+momentum-lr-inside+wd-decoupled+bias-corrected")]
+GRAD_SCALE, CLIP, SEED, OFFSET = 1024.0, 0.75, 1234, 3 * 2**40 + 17
+
+
+def extras_at(t, stochastic, **more):
+    """The step's Extras: SEED's key for step t, with the loss scale and clip factor."""
+    return Extras(GRAD_SCALE, CLIP, rounding.STOCHASTIC if stochastic else rounding.NEAREST,
+                  int(rounding.step_key(SEED, t)), OFFSET)._replace(**more)
+
+
+def mixed_state(rng, rule, dtype, n, master):
+    """param, grad (scaled by GRAD_SCALE), square_avg, momentum_buffer, grad_avg, master_param
+    (float32 weights near the param, or None)."""
+    param, square_avg, momentum_buffer, grad_avg = state(rng, rule, dtype, n)
+    scaled = (grad(rng, dtype, n).astype(np.float32) * GRAD_SCALE).astype(dtype)
+    wide = param.astype(rule.state_dtype(dtype))
+    master_param = wide + rng.uniform(-1e-3, 1e-3, n).astype(wide.dtype) if master else None
+    return [param, scaled, square_avg, momentum_buffer, grad_avg, master_param]
+
+
+# The AMP values at amp_device: found_inf, grad scale (its reciprocal inexact), clip factor.
+AMP = np.array([0.0, 3.0, 0.7], np.float32)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import fastrms
-from fastrms import dispatch, reference
-from fastrms._buffers import Buffers
+from fastrms import dispatch, reference, rounding
+from fastrms._buffers import NAMES, Buffers, Extras
 from fastrms._spec import Rule, rule_for
 from fastrms.functional import apply
 from conftest import require_cupy_device, require_torch_cuda
@@ -295,7 +295,8 @@ def _twin_lists(cp, rule, dtype, rng):
     for _ in range(2):
         rows = [[None if a is None else _device_view(cp, a, o) for a in row]
                 for row, (_, o) in zip(host, LIST)]
-        table = np.array([[0 if b is None else b.data.ptr for b in row] for row in rows], np.int64)
+        table = np.array([[0 if b is None else b.data.ptr for b in row] + [0] for row in rows],
+                         np.int64)  # no master_param
         twins.append(([None if c[0] is None else list(c) for c in zip(*rows)], table))
     return twins
 
@@ -366,7 +367,8 @@ def test_a_torch_cuda_graph_replays_a_prepared_launch_with_an_lr_tensor(torch_cu
     theirs = [[t.clone() for t in column] for column in ours]
 
     def prepare(columns):
-        table = np.array([[c[j].data_ptr() for c in columns] for j in range(len(sizes))], np.int64)
+        table = np.array([[c[j].data_ptr() for c in columns] + [0] for j in range(len(sizes))],
+                         np.int64)  # no master_param
         return backend.prepare_many(torch.cuda.current_device(), np.float32, table, sizes, True,
                                     True, stream=torch.cuda.current_stream())
 
@@ -389,3 +391,127 @@ def test_a_torch_cuda_graph_replays_a_prepared_launch_with_an_lr_tensor(torch_cu
     for column, (a, b) in enumerate(zip(ours, theirs)):
         for j in range(len(sizes)):
             assert torch.equal(a[j], b[j]), (column, j)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixed precision (issue 13) through the backend: master weights, stochastic rounding with a
+# counter offset per buffer set, loss scale and clip factor, the AMP values in device memory.
+
+MIXED_DTYPES = cases.HALF_DTYPES + [F32]
+
+
+def _rows_on_device(cp, rows, offsets):
+    return [[None if a is None else _device_view(cp, a, o) for a in row]
+            for row, o in zip(rows, offsets)]
+
+
+def _assert_rows(device_rows, host_rows, err_msg=""):
+    for j, (ours, want) in enumerate(zip(device_rows, host_rows)):
+        cases.assert_same_buffers([None if a is None else a.get() for a in ours], want,
+                                  names=NAMES, err_msg=f"{err_msg} [{j}]")
+
+
+@pytest.mark.parametrize("dtype", MIXED_DTYPES, ids=str)
+def test_mixed_precision_equals_reference(cp, dtype):
+    """backend.update: with and without a master, nearest and stochastic, at sizes with odd
+    heads and tails and an unaligned view, two steps."""
+    from fastrms.cuda import backend
+
+    rng = np.random.default_rng(41)
+    for rule in cases.MIXED_RULES:
+        for master in (False, True):
+            for stochastic in (False, True):
+                sizes, offsets = (1, 3, 4097, 4097), (0, 0, 0, 1)
+                host = [cases.mixed_state(rng, rule, dtype, n, master) for n in sizes]
+                device = _rows_on_device(cp, host, offsets)
+                for t in (1, 2):
+                    extras = cases.extras_at(t, stochastic)
+                    for h, d in zip(host, device):
+                        reference.update(Buffers(*h), rule, t, extras=extras)
+                        backend.update(Buffers(*d), rule, t, extras=extras)
+                _assert_rows(device, host, f"{rule} master={master} stochastic={stochastic}")
+
+
+def _table(rows):
+    return np.array([[0 if b is None else b.data.ptr for b in row] for row in rows], np.int64)
+
+
+@pytest.mark.parametrize("dtype", MIXED_DTYPES, ids=str)
+def test_mixed_precision_lists_equal_reference(cp, dtype):
+    """backend.update_many and a prepared launch with a counter offset per tensor (LIST: tensors
+    of several chunks, aligned and not): each tensor as the reference steps it."""
+    from fastrms.cuda import backend, plan
+
+    rng = np.random.default_rng(42)
+    offsets = tuple(rounding.offset_of(j) for j in range(len(LIST)))
+    sizes = [n for n, _ in LIST]
+    for rule in cases.MIXED_RULES:
+        host = [cases.mixed_state(rng, rule, dtype, n, True) for n in sizes]
+        ours = _rows_on_device(cp, host, [o for _, o in LIST])
+        prepared_rows = _rows_on_device(cp, host, [o for _, o in LIST])
+        prepared = backend.prepare_many(cp.cuda.Device().id, dtype, _table(prepared_rows), sizes,
+                                        *plan.state_buffers(rule), offsets=offsets)
+        for t in (1, 2):
+            extras = cases.extras_at(t, True, offsets=offsets)
+            for row, offset in zip(host, offsets):
+                reference.update(Buffers(*row), rule, t, extras=extras._replace(offsets=offset))
+            columns = Buffers(*(None if c[0] is None else list(c) for c in zip(*ours)))
+            backend.update_many(columns, rule, t, _table(ours), sizes, extras=extras)
+            prepared.launch(rule, t, extras=extras)
+        _assert_rows(ours, host, str(rule))
+        _assert_rows(prepared_rows, host, f"prepared {rule}")
+
+
+@pytest.mark.parametrize("dtype", MIXED_DTYPES, ids=str)
+def test_amp_values_in_device_memory(cp, dtype):
+    """found_inf set on the device: neither kernel writes anything; cleared: both equal the
+    grad scale and clip factor passed by value, bit for bit."""
+    from fastrms.cuda import backend
+
+    amp = cp.asarray(cases.AMP)
+    by_value = Extras(float(cases.AMP[1]), float(cases.AMP[2]), rounding.STOCHASTIC, 99, 5)
+    from_memory = by_value._replace(grad_scale=1.0, clip=1.0, device_amp=amp.data.ptr)
+    rule = cases.MIXED_RULES[1]
+    host = [cases.mixed_state(np.random.default_rng(43), rule, dtype, n, True)
+            for n in (4097, 3, 70_001)]
+    ours, theirs = (_rows_on_device(cp, host, (0, 1, 1)) for _ in range(2))
+    sizes = [len(row[0]) for row in host]
+
+    def step(rows, extras):
+        backend.update(Buffers(*rows[0]), rule, 1, extras=extras)
+        columns = Buffers(*(None if c[0] is None else list(c) for c in zip(*rows[1:])))
+        backend.update_many(columns, rule, 1, _table(rows[1:]), sizes[1:],
+                            extras=extras._replace(offsets=(5, 2**40)))
+
+    amp[0] = 1.0
+    step(ours, from_memory)
+    _assert_rows(ours, host, "found_inf")
+    amp[0] = 0.0
+    step(ours, from_memory)
+    step(theirs, by_value)
+    _assert_rows(ours, [[None if a is None else a.get() for a in row] for row in theirs])
+
+
+
+@pytest.mark.parametrize("dtype", cases.HALF_DTYPES, ids=str)
+def test_rounding_across_every_float32_exponent(cp, dtype):
+    """lr 0 leaves the master as it is, so the param receives it rounded by the device's own
+    conversions (after stochastic_f32, or directly): every float32 exponent but denormals (the
+    device flushes them), zeros, infinities, NaN, as fastrms.rounding rounds them."""
+    from fastrms.cuda import backend
+
+    rng = np.random.default_rng(44)
+    bits = (np.repeat(np.arange(1, 255, dtype=np.uint32), 32) << 23) | rng.integers(
+        0, 1 << 23, 254 * 32, dtype=np.uint32) | (rng.integers(0, 2, 254 * 32, np.uint32) << 31)
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00001, 0x477FE000,
+                        0x477FF000, 0x7F7FFFFF, 0x33800000, 0x33000000], np.uint32)
+    master = np.concatenate([bits, special]).view(np.float32)
+    rule, n = Rule(lr=0.0), master.size
+    for stochastic in (False, True):
+        param, square_avg, _, _ = cases.state(rng, rule, dtype, n)
+        host = [param, cases.grad(rng, dtype, n), square_avg, None, None, master.copy()]
+        device = _rows_on_device(cp, [host], [0])
+        extras = cases.extras_at(1, stochastic)
+        reference.update(Buffers(*host), rule, 1, extras=extras)
+        backend.update(Buffers(*device[0]), rule, 1, extras=extras)
+        _assert_rows(device, [host], f"stochastic={stochastic}")

@@ -5,7 +5,8 @@ with a small grid (2 "multiprocessors") so that the grid-stride loops go round m
 Every dtype x every one of the 384 mode combinations at sizes 0, 1, 3 and 4097 and at unaligned
 offsets; six rules covering every mode value and every set of state buffers at 2^20 + 3. An lr read
 from memory (lr_device) gives the bits of the same lr passed by value, and is read afresh by each
-launch.
+launch. Mixed precision: master weights, stochastic rounding (the counter of element i is
+offset + i, past 2^32 too), loss scale and clip factor, and the AMP values read from memory.
 """
 
 from dataclasses import replace
@@ -13,8 +14,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fastrms import reference
-from fastrms._buffers import Buffers
+from fastrms import reference, rounding
+from fastrms._buffers import NAMES, Buffers, Extras
 from fastrms._spec import Rule
 from fastrms.cuda import plan
 import cases
@@ -65,7 +66,7 @@ def test_unaligned_views_equal_reference(host_kernels, dtype, layout):
             launch = _compare(host_kernels, rule, dtype, 4097, rng, LAYOUTS[layout])
         except AssertionError as exc:
             raise AssertionError(f"{dtype} {layout} {desc}: {exc}") from None
-        begin, vec_begin, vec_end, end = (int(a) for a in launch.args[5:9])
+        begin, vec_begin, vec_end, end = (int(a) for a in launch.args[6:10])
         if layout == "mixed":
             assert (vec_begin, vec_end) == (end, end)  # the scalar path did all the work
         else:
@@ -104,8 +105,8 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
 
     buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
     addresses = tuple(b.ctypes.data - begin * b.itemsize for b in buffers)  # element 0: untouched
-    launch = plan.plan(dtype, addresses, begin + n, rule, None, 2, begin=begin)
-    assert launch.args[5] == begin and launch.args[8] == begin + n
+    launch = plan.plan(dtype, addresses + (None,), begin + n, rule, None, 2, begin=begin)
+    assert launch.args[6] == begin and launch.args[9] == begin + n
     host_kernels.launch(launch)
     for got, ref in zip((param, square_avg, momentum_buffer, grad_avg), want):
         cases.assert_same(got, ref)
@@ -156,3 +157,110 @@ def test_the_same_launch_reads_a_new_lr_from_memory(host_kernels, dtype):
         host_kernels.launch(launch)
         host_kernels.step(replace(rule, lr=value), None, *by_value)
     cases.assert_same_buffers(from_memory[:1] + from_memory[2:], by_value[:1] + by_value[2:])
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixed precision (issue 13): float32 master weights, stochastic rounding of half params, the loss
+# scale and clip factor, and the AMP values read from memory (amp_device: host memory here).
+
+def _compare_mixed(host_kernels, rule, dtype, n, rng, master, stochastic, offsets=(0,) * 6):
+    """Two steps on both paths from the same state, the emulated buffers at ``offsets``."""
+    ref = cases.mixed_state(rng, rule, dtype, n, master)
+    emu = [None if a is None else cases.offset_view(a, o) for a, o in zip(ref, offsets)]
+    for t in (1, 2):
+        reference.update(Buffers(*ref), rule, t, extras=cases.extras_at(t, stochastic))
+        host_kernels.step(rule, t, *emu, extras=cases.extras_at(t, stochastic))
+    cases.assert_same_buffers(emu, ref, names=NAMES)
+
+
+@pytest.mark.parametrize("stochastic", [False, True], ids=["nearest", "stochastic"])
+@pytest.mark.parametrize("master", [False, True], ids=["", "master"])
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_mixed_precision_equals_reference(host_kernels, dtype, master, stochastic):
+    """Every dtype (rounding only matters to half params) with and without a master, at sizes
+    with odd heads and tails, with a common misalignment (a scalar head, then vectors) and
+    different ones (all scalar), in rules with every set of state buffers."""
+    rng = np.random.default_rng(21)
+    for rule in cases.MIXED_RULES:
+        for n, offsets in ((1, (0,) * 6), (3, (0,) * 6), (4097, (0,) * 6), (4097, (1,) * 6),
+                           (4097, (1, 0, 2, 3, 0, 1))):
+            try:
+                _compare_mixed(host_kernels, rule, dtype, n, rng, master, stochastic, offsets)
+            except AssertionError as exc:
+                raise AssertionError(f"{rule} n={n} offsets={offsets}: {exc}") from None
+
+
+@pytest.mark.parametrize("dtype", cases.HALF_DTYPES, ids=str)
+def test_stochastic_rounding_is_not_nearest_and_follows_the_counter(host_kernels, dtype):
+    """The checks above are not vacuous: stochastic rounding moves many params off the nearest
+    value, and another offset gives other bits."""
+    rule = cases.MIXED_RULES[0]
+    state = cases.mixed_state(np.random.default_rng(22), rule, dtype, 4097, master=True)
+    params = []
+    for stochastic, offset in ((False, cases.OFFSET), (True, cases.OFFSET), (True, 0)):
+        extras = cases.extras_at(1, stochastic, offsets=offset)
+        buffers = [None if a is None else a.copy() for a in state]
+        host_kernels.step(rule, 1, *buffers, extras=extras)
+        params.append(buffers[0].view(np.uint16))
+    nearest, stochastic, other = params
+    assert 0.2 < np.mean(nearest != stochastic) < 0.8
+    assert 0.2 < np.mean(stochastic != other) < 0.8
+
+
+@pytest.mark.parametrize("dtype", cases.HALF_DTYPES, ids=str)
+def test_stochastic_counters_past_2_to_the_32(host_kernels, dtype):
+    """A window of elements from 2^32 + 5 on (as test_indices_past_2_to_the_32): element i takes
+    the counter offset + i, with i past 32 bits."""
+    rule, n, begin = cases.MIXED_RULES[1], 4097, 2**32 + 5
+    ref = cases.mixed_state(np.random.default_rng(23), rule, dtype, n, master=True)
+    ours = [None if a is None else a.copy() for a in ref]
+    extras = cases.extras_at(1, True, offsets=cases.OFFSET + begin)
+    reference.update(Buffers(*ref), rule, 1, extras=extras)
+    addresses = tuple(None if b is None else b.ctypes.data - begin * b.itemsize for b in ours)
+    host_kernels.launch(plan.plan(dtype, addresses, begin + n, rule, 1, 2, begin=begin,
+                                  extras=cases.extras_at(1, True)))
+    cases.assert_same_buffers(ours, ref, names=NAMES)
+
+
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_amp_values_from_memory(host_kernels, dtype):
+    """With found_inf set the launch writes nothing; the same launch, found_inf cleared, equals
+    the grad scale and clip factor passed by value, bit for bit (the host's own are ignored)."""
+    amp = cases.AMP.copy()
+    by_value = Extras(float(amp[1]), float(amp[2]), rounding.STOCHASTIC, 99, cases.OFFSET)
+    for rule in cases.MIXED_RULES:
+        ours = cases.mixed_state(np.random.default_rng(24), rule, dtype, 4097, master=True)
+        theirs = [None if a is None else a.copy() for a in ours]
+        amp[0] = 1.0
+        launch = host_kernels.step(rule, 1, *ours, extras=by_value._replace(
+            grad_scale=5.0, clip=0.5, device_amp=amp.ctypes.data))
+        cases.assert_same_buffers(ours, theirs, names=NAMES)  # nothing written
+        amp[0] = 0.0
+        host_kernels.launch(launch)
+        host_kernels.step(rule, 1, *theirs, extras=by_value)
+        cases.assert_same_buffers(ours, theirs, names=NAMES, err_msg=str(rule))
+
+
+@pytest.mark.parametrize("stochastic", [False, True], ids=["nearest", "stochastic"])
+@pytest.mark.parametrize("dtype", cases.HALF_DTYPES, ids=str)
+def test_rounding_across_every_float32_exponent(host_kernels, dtype, stochastic):
+    """With lr 0 the rule leaves the master as it is, so the param receives the master rounded:
+    float32 values of every exponent (those of half subnormals, below the smallest one, past
+    the largest finite one), zeros, infinities and NaN, as rounding.py rounds them. No float32
+    denormals: the device flushes them (-ftz=true)."""
+    rng = np.random.default_rng(25)
+    exponents = np.repeat(np.arange(1, 255, dtype=np.uint32), 32)
+    bits = (exponents << 23) | rng.integers(0, 1 << 23, exponents.size, dtype=np.uint32)
+    bits |= rng.integers(0, 2, bits.size, dtype=np.uint32) << 31
+    special = np.array([0, 0x80000000, 0x7F800000, 0xFF800000, 0x7FC00001, 0x477FE000,
+                        0x477FF000, 0x7F7FFFFF, 0x33800000, 0x33000000], np.uint32)
+    master = np.concatenate([bits, special]).view(np.float32)
+    n, rule = master.size, Rule(lr=0.0)
+    param, square_avg, _, _ = cases.state(rng, rule, dtype, n)
+    ref = [param, cases.grad(rng, dtype, n), square_avg, None, None, master]
+    ours = [None if a is None else a.copy() for a in ref]
+    extras = cases.extras_at(1, stochastic)
+    reference.update(Buffers(*ref), rule, 1, extras=extras)
+    host_kernels.step(rule, 1, *ours, extras=extras)
+    cases.assert_same(ours[0], ref[0])
+    cases.assert_same(ours[5], master)

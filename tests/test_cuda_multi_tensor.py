@@ -8,6 +8,8 @@ launches equal ``update_many``'s with nothing but a launch per step.
 
 Lists mix sizes 0, 1, 3 and 4097, aligned and unaligned views, over several steps, with a small
 chunk and grid so that tensors split into several chunks and blocks take several chunks each.
+Mixed precision: master weights, stochastic rounding with a counter offset per tensor (a buffer
+split into a list keeps its bits), loss scale and clip factor, the AMP values read from memory.
 """
 
 import sys
@@ -18,8 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from fastrms import reference
-from fastrms._buffers import Buffers
+from fastrms import reference, rounding
+from fastrms._buffers import NAMES, Buffers, Extras
 from fastrms._spec import Rule
 from fastrms.cuda import loader, plan
 import cases
@@ -108,11 +110,11 @@ def test_indices_past_2_to_the_32(host_kernels, dtype):
     for w, g in zip(want, grads):
         reference.update(Buffers(w[0], g, *w[1:]), rule, None)
 
-    table = np.array([[b.ctypes.data - begin * b.itemsize for b in (s[0], g, *s[1:])]
+    table = np.array([[b.ctypes.data - begin * b.itemsize for b in (s[0], g, *s[1:])] + [0]
                       for s, g in zip(sets, grads)], dtype=np.int64)  # element 0: untouched
     launch = plan.multi_plan(dtype, table, [begin + n] * 2, rule, None, 2, SMALL_CHUNK,
                                begins=[begin] * 2)
-    chunks = launch.descriptors[launch.n_tensors * 5:].reshape(-1, 5)
+    chunks = launch.descriptors[launch.n_tensors * plan.TENSOR_FIELDS:].reshape(-1, 5)
     assert chunks[:, 1].min() == begin and chunks[:, 4].max() == begin + n
     host_kernels.launch(launch, plan.multi_kernel_args(
         launch.descriptors.ctypes.data, launch.n_tensors, launch.n_chunks, launch.rule_args))
@@ -128,7 +130,9 @@ LRS = (0.0123456789, 3e-4, 0.02)  # none of them a float32: each is rounded on t
 
 
 def _table(columns):
-    """int64 [n, 5]: the columns' data addresses (0 where absent), as update_many takes them."""
+    """int64 [n, 6]: the columns' data addresses (0 where absent, master_param too if not given),
+    as update_many takes them."""
+    columns = tuple(columns) + (None,) * (6 - len(columns))
     return np.array([[0 if c is None else c[j].ctypes.data for c in columns]
                      for j in range(len(columns[0]))], np.int64)
 
@@ -293,7 +297,7 @@ def test_backend_update_many_uploads_once_and_launches_once(host_backend):
             buffer[...] = g
         emu_params = [p.view(_OnDevice) for p in emu[0]]
         columns = (emu_params, grad_buffers, *emu[1:])
-        table = np.array([[c[j].ctypes.data for c in columns] for j in range(len(LIST))], np.int64)
+        table = _table(columns)
         sizes = np.array([n for n, _ in LIST], np.int64)
         del log[:]
         backend.update_many(Buffers(*columns), rule, t, table, sizes)
@@ -301,7 +305,7 @@ def test_backend_update_many_uploads_once_and_launches_once(host_backend):
 
     logs = _compare(run_step, rule, F32, rng)
     name = plan.multi_kernel_name(F32, True, True)
-    tables_bytes = 8 * 5 * (len(LIST) + 5)  # a row per tensor, then per chunk (2^16: one each)
+    tables_bytes = 8 * (7 * len(LIST) + 5 * 5)  # a row per tensor, then per chunk (2^16: one each)
     assert logs[0] == [("copy", _FakeStream.ptr, tables_bytes), ("launch", name, True)]
     assert logs[1] == logs[2] == [("launch", name, True)]  # same tables: the device copy is reused
 
@@ -310,7 +314,7 @@ def test_backend_update_many_launches_nothing_for_empty_tensors(host_backend):
     backend, log = host_backend
     p = np.zeros(0, np.float32).view(_OnDevice)
     backend.update_many(Buffers([p, p], [p, p], [p, p]), Rule(), None,
-                        np.zeros((2, 5), np.int64), np.zeros(2, np.int64))
+                        np.zeros((2, 6), np.int64), np.zeros(2, np.int64))
     assert log == []
 
 
@@ -359,7 +363,7 @@ def test_prepared_launch_equals_update_many_with_the_lr_from_memory(host_backend
     ours = _columns(from_memory, fixed_grads)
     lr = np.zeros(1, np.float64)
     prepared = backend.prepare_many(0, F32, _table(ours), SIZES, True, True)
-    tables_bytes = 8 * 5 * (len(LIST) + 5)
+    tables_bytes = 8 * (7 * len(LIST) + 5 * 5)
     assert log == [("copy", _FakeStream.ptr, tables_bytes), ("wait", _FakeStream.ptr)]
     assert prepared.matches(_table(ours), SIZES) and not prepared.matches(_table(ours), SIZES + 1)
     for t, value in enumerate(LRS, 1):
@@ -392,6 +396,117 @@ def test_prepared_launch_refuses_a_rule_with_other_state_buffers(host_backend):
 
 def test_prepared_launch_over_empty_tensors_does_nothing(host_backend):
     backend, log = host_backend
-    prepared = backend.prepare_many(0, F32, np.zeros((2, 5), np.int64), [0, 0], False, False)
+    prepared = backend.prepare_many(0, F32, np.zeros((2, 6), np.int64), [0, 0], False, False)
     prepared.launch(Rule())
     assert prepared.layout is None and log == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Mixed precision (issue 13): master weights, stochastic rounding with a counter offset per
+# tensor, loss scale and clip factor, the AMP values read from memory.
+
+OFFSETS = tuple(rounding.offset_of(j) for j in range(len(LIST)))
+
+
+def _mixed_lists(rng, rule, dtype, master, layout=LIST):
+    """(reference rows, emulated columns): per tensor param, grad, square_avg, momentum_buffer,
+    grad_avg, master_param; the emulated copies at the layout's offsets (the master at the
+    param's)."""
+    ref = [cases.mixed_state(rng, rule, dtype, n, master) for n, _ in layout]
+    emu = [[None if a is None else cases.offset_view(a, o)
+            for a, o in zip(row, offsets + offsets[:1])] for row, (_, offsets) in zip(ref, layout)]
+    return ref, [None if c[0] is None else list(c) for c in zip(*emu)]
+
+
+def _reference_rows(ref, rule, t, extras, offsets):
+    for row, offset in zip(ref, offsets):
+        reference.update(Buffers(*row), rule, t, extras=extras._replace(offsets=offset))
+
+
+def _rows(columns):
+    """Per tensor, its buffers (None where a column is absent)."""
+    return [[None if c is None else c[j] for c in columns] for j in range(len(columns[0]))]
+
+
+def _assert_rows(emu, ref, err_msg=""):
+    for j, row in enumerate(ref):
+        cases.assert_same_buffers([None if c is None else c[j] for c in emu], row,
+                                  names=NAMES, err_msg=f"{err_msg} [{j}]")
+
+
+@pytest.mark.parametrize("stochastic", [False, True], ids=["nearest", "stochastic"])
+@pytest.mark.parametrize("master", [False, True], ids=["", "master"])
+@pytest.mark.parametrize("dtype", cases.PARAM_DTYPES, ids=str)
+def test_mixed_precision_list_equals_reference(host_kernels, dtype, master, stochastic):
+    """The mixed list (sizes 0 to 4097, aligned and not, several chunks each) with a counter
+    offset per tensor: each tensor as the reference steps it with its own offset."""
+    rng = np.random.default_rng(31)
+    for rule in cases.MIXED_RULES:
+        ref, emu = _mixed_lists(rng, rule, dtype, master)
+        for t in (1, 2):
+            extras = cases.extras_at(t, stochastic, offsets=OFFSETS)
+            _reference_rows(ref, rule, t, extras, OFFSETS)
+            host_kernels.step_many(rule, t, *emu, chunk=SMALL_CHUNK, extras=extras)
+        _assert_rows(emu, ref, f"{dtype} {rule}")
+
+
+@pytest.mark.parametrize("dtype", [d for d in cases.PARAM_DTYPES if d.itemsize == 2], ids=str)
+def test_a_buffer_split_into_a_list_keeps_its_stochastic_bits(host_kernels, dtype):
+    """Pieces of one buffer set, as a list whose counter offsets are the pieces' starts (plus the
+    set's, here one whose counters wrap around 2^64): the bits of the whole set stepped by the
+    reference, whatever the chunks, heads and vector paths of the pieces."""
+    rule, n, offset = cases.MIXED_RULES[1], 5000, 2**64 - 2500
+    whole = cases.mixed_state(np.random.default_rng(32), rule, dtype, n, master=True)
+    ours = [None if a is None else a.copy() for a in whole]
+    reference.update(Buffers(*whole), rule, 1, extras=cases.extras_at(1, True, offsets=offset))
+    starts = [0, 1, 4, 5, 1029, 3000, n]
+    pieces = [[None if a is None else a[b:e] for b, e in zip(starts, starts[1:])] for a in ours]
+    offsets = tuple((offset + b) % 2**64 for b in starts[:-1])
+    host_kernels.step_many(rule, 1, *(None if p[0] is None else p for p in pieces),
+                           chunk=SMALL_CHUNK, extras=cases.extras_at(1, True, offsets=offsets))
+    cases.assert_same_buffers(ours, whole, names=NAMES)
+
+
+def test_multi_amp_values_from_memory(host_kernels):
+    """found_inf set: the launch writes nothing to any tensor; the same launch with it cleared
+    equals the grad scale and clip factor passed by value."""
+    amp = cases.AMP.copy()
+    by_value = Extras(float(amp[1]), float(amp[2]), rounding.STOCHASTIC, 99, OFFSETS)
+    dtype = cases.PARAM_DTYPES[-1]
+    for rule in cases.MIXED_RULES:
+        rng = np.random.default_rng(33)
+        ref, ours = _mixed_lists(rng, rule, dtype, True)
+        _, theirs = _mixed_lists(np.random.default_rng(33), rule, dtype, True)
+        amp[0] = 1.0
+        launch = host_kernels.step_many(rule, 1, *ours, chunk=SMALL_CHUNK, extras=by_value._replace(
+            grad_scale=5.0, clip=0.5, device_amp=amp.ctypes.data))
+        _assert_rows(ours, ref, "nothing written")
+        amp[0] = 0.0
+        host_kernels.launch(launch, plan.multi_kernel_args(
+            launch.descriptors.ctypes.data, launch.n_tensors, launch.n_chunks, launch.rule_args,
+            0, amp.ctypes.data))
+        host_kernels.step_many(rule, 1, *theirs, extras=by_value)
+        _assert_rows(ours, _rows(theirs))
+
+
+def test_backend_passes_extras_and_prepared_launches_equal_update_many(host_backend):
+    """update_many and a prepared launch (its counter offsets in the tables) with stochastic
+    rounding, master weights and the AMP values in memory: the same bits; a prepared launch
+    refuses other counter offsets."""
+    backend, log = host_backend
+    rule, dtype = cases.MIXED_RULES[1], np.dtype(np.float16)
+    _, ours = _mixed_lists(np.random.default_rng(34), rule, dtype, True)
+    _, theirs = _mixed_lists(np.random.default_rng(34), rule, dtype, True)
+    amp = cases.AMP.copy()
+    prepared = backend.prepare_many(0, dtype, _table(ours), SIZES, *plan.state_buffers(rule),
+                                    offsets=OFFSETS)
+    for t in (1, 2):
+        extras = cases.extras_at(t, True, offsets=OFFSETS, device_amp=amp.ctypes.data)
+        prepared.launch(rule, t, extras=extras)
+        their_columns = [theirs[0] and [p.view(_OnDevice) for p in theirs[0]], *theirs[1:]]
+        backend.update_many(Buffers(*their_columns), rule, t, _table(theirs), SIZES,
+                            extras=extras)
+    _assert_rows(ours, _rows(theirs))
+    with pytest.raises(ValueError, match="other counter offsets"):
+        prepared.launch(rule, 3, extras=cases.extras_at(3, True, offsets=OFFSETS[::-1]))
+    prepared.launch(rule, 3, extras=cases.extras_at(3, False, offsets=OFFSETS[::-1]))  # moot

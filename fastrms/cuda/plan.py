@@ -1,10 +1,9 @@
 """Launch planning for ``rmsprop.cu``'s kernels: pure functions of integers and dtypes.
 
 Instance names, the 128-bit span of each buffer set, the launch geometry, the multi-tensor chunk
-tables and the argument tuples (with the rule packed into ``RuleArgs`` by ``rule_args``). Nothing
-here touches a device, so all of it is tested without a GPU, and the host-emulation tests launch
-the emulated kernel with exactly what these functions produce. ``loader`` compiles; ``backend``
-launches.
+tables and the argument tuples (the rule and the step's ``Extras`` packed by ``rule_args``). Nothing
+here touches a device: the host-emulation tests launch the emulated kernel with exactly what these
+functions produce. ``loader`` compiles; ``backend`` launches.
 """
 
 import functools
@@ -12,16 +11,15 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._buffers import PLAIN
 from ..dtypes import bfloat16_dtype, state_dtype
 from . import rule_args
 
 BLOCK = 256  # threads per block: rmsprop.cu's BLOCK (its __launch_bounds__)
-# Grid cap per multiprocessor: one resident wave. ptxas reports at most 55 registers per thread
-# for any single-buffer instance, and the multi-tensor kernel is held to 64 (rmsprop.cu:
-# __launch_bounds__(BLOCK, BLOCKS_PER_SM)), so 4 blocks of 256 fit in 64K registers; with 3-5
-# independent 128-bit loads per thread that keeps ~50-80 KB in flight per SM, more than bandwidth
-# needs. A grid larger than what fits would run its last blocks in a thin second wave; instead the
-# threads loop (grid-stride).
+# Grid cap per multiprocessor: one resident wave. Every instance takes at most 64 registers per
+# thread (tests/test_cuda_build.py checks), so 4 blocks of 256 fit in 64K registers; with 3-6
+# 128-bit loads per thread in flight that is ~50-100 KB per SM, more than bandwidth needs. A larger
+# grid would run its last blocks in a thin second wave; instead the threads loop (grid-stride).
 BLOCKS_PER_SM = 4
 VECTOR_BYTES = 16  # one 128-bit load/store per buffer and thread-iteration
 
@@ -56,8 +54,7 @@ def all_kernel_names():
 
 def all_multi_kernel_names():
     """Every multi-tensor instance, in ``all_kernel_names``'s order."""
-    return [multi_kernel_name(d, m, a) for d in CXX_TYPES for m in (False, True)
-            for a in (False, True)]
+    return [n.replace("rmsprop_kernel<", "rmsprop_multi_kernel<", 1) for n in all_kernel_names()]
 
 
 def vector_width(param_dtype):
@@ -70,9 +67,8 @@ def vector_span(addresses, itemsizes, begin, end, width):
 
     ``addresses[i]`` is buffer i's address of element 0 and ``itemsizes[i]`` its element size.
     The span starts at the first index where every buffer is 16-byte aligned (a head of fewer than
-    ``width`` elements goes scalar) and holds whole vectors. Buffers that are never aligned
-    together (views at different misalignments) get the empty span ``(end, end)``: all scalar.
-    """
+    ``width`` elements goes scalar) and holds whole vectors. Buffers never aligned together (views
+    at different misalignments) get the empty span ``(end, end)``: all scalar."""
     for head in range(min(width, end - begin)):
         start = begin + head
         if all((address + start * size) % VECTOR_BYTES == 0
@@ -92,23 +88,22 @@ def launch_config(n_elements, width, multiprocessors):
     return max(grid, 1), BLOCK
 
 
-def kernel_args(addresses, begin, vec_begin, vec_end, end, rule, lr_device=0):
+def kernel_args(addresses, begin, vec_begin, vec_end, end, rule, lr_device=0, offset=0,
+                amp_device=0):
     """``rmsprop_kernel``'s argument tuple, each value typed as its parameter in ``rmsprop.cu``.
 
-    ``addresses``: the five buffers' addresses (param, grad, square_avg, momentum_buffer,
-    grad_avg; 0 for an absent buffer: a null pointer the instance never touches); the elements
-    ``[begin, end)`` with their 128-bit span; ``rule``: the packed ``RuleArgs``
-    (``rule_args.pack``), passed by value as CuPy passes a NumPy array of size one;
-    ``lr_device``: the device address of a float64 lr that the kernel reads in place of the
-    rule's (0: the rule's lr).
-    """
-    if len(addresses) != 5:
-        raise ValueError(f"expected 5 addresses, got {len(addresses)}")
+    ``addresses``: param, grad, square_avg, momentum_buffer, grad_avg, master_param (0: absent);
+    the elements ``[begin, end)`` with their 128-bit span; ``rule``: the packed ``RuleArgs`` (by
+    value, as CuPy passes a NumPy array of size one); ``lr_device``: the device address of a
+    float64 lr read in place of the rule's (0: none); ``offset``: the stochastic-rounding counter
+    of element 0; ``amp_device``: ``Extras.device_amp``."""
+    if len(addresses) != 6:
+        raise ValueError(f"expected 6 addresses, got {len(addresses)}")
     return (
         *(np.uint64(a) for a in addresses),  # pointers: 8 bytes each
         *(np.int64(i) for i in (begin, vec_begin, vec_end, end)),  # long long
-        rule,  # RuleArgs<T>
-        np.uint64(lr_device),  # const double* lr_device
+        np.uint64(offset), rule,  # unsigned long long offset, RuleArgs<T>
+        np.uint64(lr_device), np.uint64(amp_device),  # const double*, const float*
     )
 
 
@@ -119,19 +114,20 @@ class Launch(NamedTuple):
     args: tuple  # kernel_args
 
 
-def plan(param_dtype, addresses, end, rule, step, multiprocessors, begin=0, lr_device=0):
+def plan(param_dtype, addresses, end, rule, step, multiprocessors, begin=0, lr_device=0,
+         extras=PLAIN):
     """Everything about one step's launch but the launch itself.
 
-    ``addresses``: a tuple of where element 0 of param, grad, square_avg, momentum_buffer and
-    grad_avg lives (``None`` for an absent buffer); the step covers elements ``[begin, end)``;
-    ``lr_device``: as for ``kernel_args``.
-    Memoized: a training loop passes the same buffers every step, so after the first step a
-    launch costs a dictionary lookup here instead of freshly typed arguments and a packed rule
-    (the step only matters, and only enters the key, with bias correction).
+    ``addresses``: where element 0 of param, grad, square_avg, momentum_buffer, grad_avg and
+    master_param lives (``None`` where absent); the step covers elements ``[begin, end)``;
+    ``lr_device``: as for ``kernel_args``; ``extras``: the step's ``Extras`` (``offsets``: one
+    int). Memoized: a training loop passes the same buffers every step, so after the first step a
+    launch costs a dictionary lookup here instead of freshly typed arguments and a packed rule.
     """
+    param_dtype = np.dtype(param_dtype)
     step = step if rule.bias_correction else None
-    return _plan(np.dtype(param_dtype), addresses, end, rule, step, multiprocessors, begin,
-                 lr_device)
+    return _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin, lr_device,
+                 rule_args.effective(extras, param_dtype))
 
 
 def state_buffers(rule):
@@ -140,7 +136,7 @@ def state_buffers(rule):
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin, lr_device):
+def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin, lr_device, extras):
     compute = compute_dtype(param_dtype)
     present = [(a, param_dtype.itemsize if i < 2 else compute.itemsize)
                for i, a in enumerate(addresses) if a is not None]
@@ -149,34 +145,33 @@ def _plan(param_dtype, addresses, end, rule, step, multiprocessors, begin, lr_de
                                      width)
     grid, block = launch_config(end - begin, width, multiprocessors)
     args = kernel_args([a or 0 for a in addresses], begin, vec_begin, vec_end, end,
-                       rule_args.for_rule(rule, step, param_dtype), lr_device)
+                       rule_args.for_rule(rule, step, param_dtype, extras), lr_device,
+                       extras.offsets, extras.device_amp)
     name = kernel_name(param_dtype, addresses[3] is not None, addresses[4] is not None)
     return Launch(name, grid, block, args)
 
 
 # ---------------------------------------------------------------------------------------------
-# Multi-tensor steps: one launch of rmsprop_multi_kernel for a list of buffer sets. The kernel reads
-# two int64 tables that the host builds here and copies to the device in one piece
-# (``descriptors``): one row of 5 data addresses per tensor, then one row per chunk (CHUNK_FIELDS),
-# a piece of one tensor that one block updates.
+# Multi-tensor steps: one launch of rmsprop_multi_kernel for a list of buffer sets. It reads two
+# int64 tables, built here and copied to the device in one piece (``descriptors``): a row per tensor
+# (its COLUMNS data addresses, then its counter offset), then a row per chunk, a piece of a tensor.
 
+COLUMNS = 6  # param, grad, square_avg, momentum_buffer, grad_avg, master_param (rmsprop.cu: Column)
+TENSOR_FIELDS = COLUMNS + 1  # and the counter of element 0 (rmsprop.cu: COUNTER, N_COLUMNS)
 CHUNK = 1 << 16  # elements per chunk: 64 sweeps of a block over float32 vectors; a fine grain
 CHUNK_FIELDS = 5  # tensor, begin, vec_begin, vec_end, end (rmsprop.cu: ChunkField)
 MAX_CHUNK = 2**30  # the kernel indexes within a chunk (plus a head under 16) in int
 
 
 def vector_spans(table, sizes, param_dtype, begins=None):
-    """``(vec_begins, vec_ends)``, int64 per tensor: ``vector_span`` for every row at once.
-
-    ``table``: int64 ``[n, 5]`` data addresses (0 where absent: absent buffers never hold the span
-    back); ``sizes``: element counts; ``begins``: first elements (0 if None).
-    """
-    table = np.asarray(table, np.int64).reshape(-1, 5)
+    """``(vec_begins, vec_ends)``, int64 per tensor: ``vector_span`` for every row of ``table``
+    (int64 ``[n, COLUMNS]`` addresses; 0, absent, holds no span back) from ``begins`` (or 0)."""
+    table = np.asarray(table, np.int64).reshape(-1, COLUMNS)
     ends = np.asarray(sizes, np.int64)
     begins = np.zeros_like(ends) if begins is None else np.asarray(begins, np.int64)
     width = vector_width(param_dtype)
     param_size, state_size = np.dtype(param_dtype).itemsize, compute_dtype(param_dtype).itemsize
-    itemsizes = np.array([param_size] * 2 + [state_size] * 3)
+    itemsizes = np.array([param_size] * 2 + [state_size] * (COLUMNS - 2))
     heads = np.arange(width)
     # aligned[j, h]: every buffer of row j sits on a 16-byte boundary at element begins[j] + h.
     at = table[:, None, :] + (begins[:, None, None] + heads[None, :, None]) * itemsizes
@@ -194,8 +189,7 @@ def chunk_table(sizes, vec_begins, vec_ends, chunk=CHUNK, begins=None):
     Cuts fall ``chunk`` elements apart from the tensor's vector start (from its begin where it has
     no vector span), so each chunk's 128-bit span stays aligned and whole: only the first chunk has
     a scalar head and only the last a scalar tail. ``chunk`` is a multiple of 16 (so of every
-    vector width). Each row: tensor index, begin, vec_begin, vec_end, end.
-    """
+    vector width). Each row: tensor index, begin, vec_begin, vec_end, end."""
     if chunk % VECTOR_BYTES or not 0 < chunk <= MAX_CHUNK:
         raise ValueError(f"chunk must be a positive multiple of {VECTOR_BYTES} up to 2^30, "
                          f"got {chunk}")
@@ -219,16 +213,15 @@ def multi_launch_config(n_chunks, multiprocessors):
     return max(min(n_chunks, BLOCKS_PER_SM * multiprocessors), 1), BLOCK
 
 
-def multi_kernel_args(descriptors_address, n_tensors, n_chunks, rule, lr_device=0):
-    """The multi kernel's argument tuple, typed as in ``rmsprop.cu``: the tensor table's and the
-    chunk table's device addresses (both in the one ``descriptors`` upload), the chunk count, the
-    packed ``RuleArgs`` (``MultiLaunch.rule_args``) and ``lr_device`` (as for ``kernel_args``)."""
+def multi_kernel_args(descriptors_address, n_tensors, n_chunks, rule, lr_device=0, amp_device=0):
+    """The multi kernel's argument tuple, typed as in ``rmsprop.cu``: the tensor and chunk tables'
+    device addresses (one ``descriptors`` upload), the chunk count, the packed ``RuleArgs``
+    (``MultiLaunch.rule_args``), ``lr_device`` and ``amp_device`` (as for ``kernel_args``)."""
     return (
         np.uint64(descriptors_address),  # const long long* tensors
-        np.uint64(descriptors_address + n_tensors * 5 * 8),  # const long long* chunks
-        np.int64(n_chunks),
-        rule,  # RuleArgs<T>
-        np.uint64(lr_device),  # const double* lr_device
+        np.uint64(descriptors_address + n_tensors * TENSOR_FIELDS * 8),  # const long long* chunks
+        np.int64(n_chunks), rule,  # long long n_chunks, RuleArgs<T>
+        np.uint64(lr_device), np.uint64(amp_device),  # const double*, const float*
     )
 
 
@@ -248,25 +241,30 @@ MultiLaunch = NamedTuple("MultiLaunch", [*MultiLayout.__annotations__.items(),
                                          ("rule_args", np.ndarray)])
 
 
-def multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk=CHUNK, begins=None):
-    """Everything about one multi-tensor launch but the upload and the launch; None when every
-    tensor is empty (nothing to launch).
+def multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk=CHUNK, begins=None,
+               extras=PLAIN):
+    """Everything about one multi-tensor launch but the upload and the launch (and
+    ``extras.device_amp``, ``multi_kernel_args``'s); None when every tensor is empty.
 
-    ``table``: int64 ``[n, 5]`` data addresses (0 where absent), ``sizes``: int64 ``[n]``, as
-    ``fastrms.functional`` passes them to ``update_many``. Memoized on the tables' bytes: a
-    training loop passes the same buffers every step.
+    ``table``: int64 ``[n, COLUMNS]`` data addresses (0 where absent), ``sizes``: int64 ``[n]``,
+    ``extras`` (``offsets``: one int per tensor), as ``update_many`` takes them. Memoized on the
+    tables' bytes: a training loop passes the same buffers every step.
     """
+    param_dtype = np.dtype(param_dtype)
     step = step if rule.bias_correction else None
-    return _multi_plan(np.dtype(param_dtype), *table_key(table, sizes), rule, step,
-                       multiprocessors, chunk, *table_key(begins))
+    extras = rule_args.effective(extras, param_dtype)
+    offsets = rule_args.counter_offsets(extras.offsets, len(sizes))
+    return _multi_plan(param_dtype, *table_key(table, sizes), rule, step, multiprocessors, chunk,
+                       *table_key(begins, offsets), extras._replace(offsets=0, device_amp=0))
 
 
 def multi_layout(param_dtype, table, sizes, has_momentum_buffer, has_grad_avg, multiprocessors,
-                 chunk=CHUNK, begins=None):
-    """``multi_plan`` less the rule: a ``MultiLayout`` (None if empty) for these state buffers."""
+                 chunk=CHUNK, begins=None, offsets=0):
+    """``multi_plan`` less the rule: a ``MultiLayout`` (None if empty) for these state buffers
+    and counter offsets."""
     return _multi_tables(np.dtype(param_dtype), *table_key(table, sizes),
                          (bool(has_momentum_buffer), bool(has_grad_avg)), multiprocessors, chunk,
-                         *table_key(begins))
+                         *table_key(begins, rule_args.counter_offsets(offsets, len(sizes))))
 
 
 def table_key(*tables):
@@ -275,25 +273,27 @@ def table_key(*tables):
 
 
 @functools.lru_cache(maxsize=256)
-def _multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk, begins):
+def _multi_plan(param_dtype, table, sizes, rule, step, multiprocessors, chunk, begins, offsets,
+                extras):
     layout = _multi_tables(param_dtype, table, sizes, state_buffers(rule), multiprocessors, chunk,
-                           begins)
-    return layout and MultiLaunch(*layout, rule_args.for_rule(rule, step, param_dtype))
+                           begins, offsets)
+    return layout and MultiLaunch(*layout, rule_args.for_rule(rule, step, param_dtype, extras))
 
 
 @functools.lru_cache(maxsize=64)
-def _multi_tables(param_dtype, table, sizes, buffers, multiprocessors, chunk, begins):
+def _multi_tables(param_dtype, table, sizes, buffers, multiprocessors, chunk, begins, offsets):
     """The ``MultiLayout`` of the instance with state ``buffers``, or None without chunks. Cached
-    apart from the rule and step: with bias correction every step is a new plan over the same
-    tables."""
-    table = np.frombuffer(table, np.int64).reshape(-1, 5)
+    apart from the rule: with bias correction or stochastic rounding (a key per step) every step is
+    a new plan over the same tables."""
+    table = np.frombuffer(table, np.int64).reshape(-1, COLUMNS)
     sizes = np.frombuffer(sizes, np.int64)
     begins = None if begins is None else np.frombuffer(begins, np.int64)
     vec_begins, vec_ends = vector_spans(table, sizes, param_dtype, begins)
     chunks = chunk_table(sizes, vec_begins, vec_ends, chunk, begins)
     if len(chunks) == 0:
         return None
-    descriptors = np.concatenate([table.ravel(), chunks.ravel()])
+    tensors = np.column_stack([table, np.frombuffer(offsets, np.int64)])
+    descriptors = np.concatenate([tensors.ravel(), chunks.ravel()])
     descriptors.flags.writeable = False  # shared by every plan that hits this cache entry
     grid, block = multi_launch_config(len(chunks), multiprocessors)
     return MultiLayout(multi_kernel_name(param_dtype, *buffers), grid, block, descriptors,

@@ -33,6 +33,11 @@ enum Mode { MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORREC
 enum { WD_NONE, WD_COUPLED, WD_DECOUPLED };
 enum { CENTERED_NONE, CENTERED_EMA, CENTERED_LERP_FROM_AVG, CENTERED_LERP_FROM_GRAD };
 enum { MOMENTUM_NONE, MOMENTUM_LR_OUTSIDE, MOMENTUM_LR_INSIDE, MOMENTUM_NESTEROV };
+// Storage formats of a param and the rounding modes: fastrms/rounding.py's numbers.
+enum Format { FLOAT, BFLOAT16, FLOAT16 };
+enum Rounding { NEAREST, STOCHASTIC };
+// The values at amp_device (fastrms._buffers.Extras.device_amp), float32.
+enum Amp { FOUND_INF, GRAD_SCALE, CLIP_FACTOR };
 
 // The rule as the kernels take it, one struct passed by value: the scalars k (cast once on the host
 // to the compute type T) and the modes m, at fastrms/rule.py's positions. CuPy passes it as a NumPy
@@ -40,11 +45,14 @@ enum { MOMENTUM_NONE, MOMENTUM_LR_OUTSIDE, MOMENTUM_LR_INSIDE, MOMENTUM_NESTEROV
 // by fastrms/cuda/rule_args.py from one field list that mirrors this struct; static_asserts
 // generated from that NumPy dtype follow this source wherever it is compiled, so a layout that
 // disagrees fails the compile. A new scalar: its name in the enum above and its position in
-// fastrms/rule.py (the array lengths follow), then its use in the rule.
+// fastrms/rule.py (the array lengths follow), then its use in the rule. rounding and key say how a
+// half param is written (key: rounding.step_key(seed, step)); float and double params ignore them.
 template <typename T>
 struct RuleArgs {
     T k[N_SCALARS];
     int m[N_MODES];
+    int rounding;
+    unsigned long long key;
 };
 
 // IEEE square roots (the compile options contain no fast-math flag).
@@ -134,29 +142,116 @@ __host__ __device__ __forceinline__ void step_element(T& x, T g, T& s, T& b, T& 
 #endif
 }
 
-// Param dtype -> compute (and state) dtype, with the conversions. Half types compute and keep
-// state in float32 and round params back to nearest even.
+// Param dtype -> compute (and state) dtype, storage format (rounding.py's), and the conversions.
+// Half types compute and keep state in float32; narrow rounds to nearest even.
 template <typename P> struct Precision;
 template <> struct Precision<float> {
     using T = float;
+    static constexpr int format = FLOAT;
     __host__ __device__ __forceinline__ static T widen(float v) { return v; }
     __host__ __device__ __forceinline__ static float narrow(T v) { return v; }
 };
 template <> struct Precision<double> {
     using T = double;
+    static constexpr int format = FLOAT;
     __host__ __device__ __forceinline__ static T widen(double v) { return v; }
     __host__ __device__ __forceinline__ static double narrow(T v) { return v; }
 };
 template <> struct Precision<__half> {
     using T = float;
+    static constexpr int format = FLOAT16;
     __host__ __device__ __forceinline__ static T widen(__half v) { return __half2float(v); }
     __host__ __device__ __forceinline__ static __half narrow(T v) { return __float2half_rn(v); }
 };
 template <> struct Precision<__nv_bfloat16> {
     using T = float;
+    static constexpr int format = BFLOAT16;
     __host__ __device__ __forceinline__ static T widen(__nv_bfloat16 v) { return __bfloat162float(v); }
     __host__ __device__ __forceinline__ static __nv_bfloat16 narrow(T v) { return __float2bfloat16_rn(v); }
 };
+
+// Stochastic rounding, fastrms/rounding.py line by line, in integers only (unsigned arithmetic
+// wraps around as NumPy's uint32 and uint64 do). The generator: splitmix64's finaliser over a
+// 64-bit counter.
+__host__ __device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Uniform random bits for element `counter` (offset + index) under `key` (a step's step_key).
+__host__ __device__ __forceinline__ unsigned random32(unsigned long long key,
+                                                      unsigned long long counter) {
+    return static_cast<unsigned>(mix64(key + counter * 0x9E3779B97F4A7C15ull) >> 32);
+}
+
+__host__ __device__ __forceinline__ unsigned min32(unsigned a, unsigned b) { return a < b ? a : b; }
+
+// float32 bits b moved, with random bits r, to a value that FMT (BFLOAT16 or FLOAT16) represents
+// exactly: random bits added below the kept bits, then truncated. NaN and inf are kept.
+template <int FMT>
+__host__ __device__ __forceinline__ unsigned stochastic_f32(unsigned b, unsigned r) {
+    const unsigned sign = b & 0x80000000u;
+    const unsigned a = b & 0x7FFFFFFFu;
+    unsigned dropped;
+    if constexpr (FMT == BFLOAT16) {
+        dropped = 16u;
+    } else {  // float16: 13 bits for normal results; below 2^-14 the spacing is 2^-24 (126 - e bits)
+        const unsigned e = a >> 23;
+        dropped = min32(126u - min32(e > 103u ? e : 103u, 113u), 23u);
+    }
+    const unsigned mask = (1u << dropped) - 1u;
+    unsigned moved = (a + (r >> (32u - dropped))) & ~mask;
+    if constexpr (FMT == FLOAT16) {
+        // Below 2^-24 (e < 103) the implicit bit is dropped too: round up to 2^-24 with
+        // probability a/2^-24, in integers: r < m * 2^(e - 94).
+        const unsigned e = a >> 23;
+        const unsigned m = (a & 0x7FFFFFu) | (e == 0u ? 0u : 0x800000u);
+        const unsigned lshift = e > 94u ? e - 94u : 0u;
+        const unsigned rshift = min32(e > 94u ? 0u : 94u - e, 31u);
+        if (e < 103u) {  // rounding.py selects; a branch keeps C++'s shifts below 32 bits
+            const unsigned threshold = (m << lshift) >> rshift;
+            moved = r < threshold ? 0x33800000u : 0u;  // 2^-24 or 0
+        }
+    }
+    return sign | (a >= 0x7F800000u ? a : moved);
+}
+
+// A float's bits, and back: the device's intrinsics, the host compilers' builtin elsewhere.
+__host__ __device__ __forceinline__ unsigned bits_of(float v) {
+#ifdef __CUDA_ARCH__
+    return __float_as_uint(v);
+#else
+    unsigned b;
+    __builtin_memcpy(&b, &v, sizeof b);
+    return b;
+#endif
+}
+__host__ __device__ __forceinline__ float float_of(unsigned b) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(b);
+#else
+    float v;
+    __builtin_memcpy(&v, &b, sizeof v);
+    return v;
+#endif
+}
+
+// x stored as a param of type P: to nearest even, or for half params with rounding STOCHASTIC,
+// stochastically with element `counter`'s random bits (fastrms/reference.py: narrow).
+// stochastic_f32 leaves a value that P holds exactly, so the nearest-even conversion is exact.
+template <typename P>
+__host__ __device__ __forceinline__ P rounded(typename Precision<P>::T x, int rounding,
+                                              unsigned long long key, unsigned long long counter) {
+    if constexpr (Precision<P>::format != FLOAT) {
+        if (rounding == STOCHASTIC) {
+            x = float_of(stochastic_f32<Precision<P>::format>(bits_of(x), random32(key, counter)));
+        }
+    } else {
+        (void)rounding, (void)key, (void)counter;
+    }
+    return Precision<P>::narrow(x);
+}
 
 // The modes, hidden from the optimizer: element by element, the compiler would otherwise thread
 // each uniform branch into the next element's copy of it (and hoist them out of the loops), cloning
@@ -164,15 +259,17 @@ template <> struct Precision<__nv_bfloat16> {
 // An empty asm statement emits no instruction and makes every copy a fresh, unknown value; the
 // branches it leaves are uniform (every thread takes the same way) and cheap next to the memory
 // traffic.
+__host__ __device__ __forceinline__ int opaque(int v) {
+    asm volatile("" : "+r"(v));
+    return v;
+}
 struct Modes {
     int m[N_MODES];
 };
 __host__ __device__ __forceinline__ Modes opaque(const int (&m)[N_MODES]) {
     Modes fresh;
     for (int q = 0; q < N_MODES; ++q) {
-        int v = m[q];
-        asm volatile("" : "+r"(v));
-        fresh.m[q] = v;
+        fresh.m[q] = opaque(m[q]);
     }
     return fresh;
 }
@@ -187,6 +284,9 @@ struct alignas(16) Pack {
 // Launchers must use the same number (fastrms/cuda/plan.py: vector_width).
 template <typename P> struct Vector { static constexpr int width = 16 / sizeof(P); };
 
+// Element i of the buffers (index 0 at the pointers) takes the random bits of counter + i. With a
+// master (master_param not null: float32 for half params) the rule runs on the master and the
+// param receives its rounded copy, unread (fastrms/reference.py: evaluate).
 template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
 struct Step {
     using T = typename Precision<P>::T;
@@ -196,121 +296,151 @@ struct Step {
     template <typename I>
     __host__ __device__ __forceinline__ static void one(
         I i, P* __restrict__ param, const P* __restrict__ grad, T* __restrict__ square_avg,
-        T* __restrict__ momentum_buffer, T* __restrict__ grad_avg,
-        const T (&k)[N_SCALARS], const int (&m)[N_MODES]) {
-        T x = Precision<P>::widen(param[i]);
+        T* __restrict__ momentum_buffer, T* __restrict__ grad_avg, T* __restrict__ master_param,
+        unsigned long long counter, const RuleArgs<T>& rule) {
+        T x = master_param != nullptr ? master_param[i] : Precision<P>::widen(param[i]);
         const T g = Precision<P>::widen(grad[i]);
         T s = square_avg[i];
         T b = HAS_MOMENTUM ? momentum_buffer[i] : g;
         T a = HAS_GRAD_AVG ? grad_avg[i] : g;
-        step_element(x, g, s, b, a, k, opaque(m).m);
-        param[i] = Precision<P>::narrow(x);
+        step_element(x, g, s, b, a, rule.k, opaque(rule.m).m);
+        param[i] = rounded<P>(x, opaque(rule.rounding), rule.key, counter + i);
         square_avg[i] = s;
         if (HAS_MOMENTUM) momentum_buffer[i] = b;
         if (HAS_GRAD_AVG) grad_avg[i] = a;
+        if (master_param != nullptr) master_param[i] = x;
     }
 
     // W elements from index i, every buffer 16-byte aligned there (the launcher guarantees it).
     template <typename I>
     __host__ __device__ __forceinline__ static void packed(
         I i, P* __restrict__ param, const P* __restrict__ grad, T* __restrict__ square_avg,
-        T* __restrict__ momentum_buffer, T* __restrict__ grad_avg,
-        const T (&k)[N_SCALARS], const int (&m)[N_MODES]) {
+        T* __restrict__ momentum_buffer, T* __restrict__ grad_avg, T* __restrict__ master_param,
+        unsigned long long counter, const RuleArgs<T>& rule) {
         constexpr int W = Vector<P>::width;
         using Params = Pack<P, W>;
         using States = Pack<T, W>;
-        Params xs = *reinterpret_cast<const Params*>(param + i);
+        States xs;  // x in the compute type: the master's, or the param widened
+        if (master_param != nullptr) {
+            xs = *reinterpret_cast<const States*>(master_param + i);
+        } else {
+            const Params ps = *reinterpret_cast<const Params*>(param + i);
+#pragma unroll
+            for (int j = 0; j < W; ++j) xs.v[j] = Precision<P>::widen(ps.v[j]);
+        }
         const Params gs = *reinterpret_cast<const Params*>(grad + i);
         States ss = *reinterpret_cast<const States*>(square_avg + i);
         States bs, as;
         if (HAS_MOMENTUM) bs = *reinterpret_cast<const States*>(momentum_buffer + i);
         if (HAS_GRAD_AVG) as = *reinterpret_cast<const States*>(grad_avg + i);
+        Params ps;
 #pragma unroll
         for (int j = 0; j < W; ++j) {
-            T x = Precision<P>::widen(xs.v[j]);
             const T g = Precision<P>::widen(gs.v[j]);
             T b = HAS_MOMENTUM ? bs.v[j] : g;
             T a = HAS_GRAD_AVG ? as.v[j] : g;
-            step_element(x, g, ss.v[j], b, a, k, opaque(m).m);
-            xs.v[j] = Precision<P>::narrow(x);
+            step_element(xs.v[j], g, ss.v[j], b, a, rule.k, opaque(rule.m).m);
+            ps.v[j] = rounded<P>(xs.v[j], opaque(rule.rounding), rule.key, counter + i + j);
             if (HAS_MOMENTUM) bs.v[j] = b;
             if (HAS_GRAD_AVG) as.v[j] = a;
         }
-        *reinterpret_cast<Params*>(param + i) = xs;
+        *reinterpret_cast<Params*>(param + i) = ps;
         *reinterpret_cast<States*>(square_avg + i) = ss;
         if (HAS_MOMENTUM) *reinterpret_cast<States*>(momentum_buffer + i) = bs;
         if (HAS_GRAD_AVG) *reinterpret_cast<States*>(grad_avg + i) = as;
+        if (master_param != nullptr) *reinterpret_cast<States*>(master_param + i) = xs;
     }
 };
 
-// The rule with its lr read from device memory where lr_device is not null (capturable steps: a
-// CUDA graph replays the same arguments while an LR scheduler writes the lr there), else as passed.
-// Cast to T as the host casts Rule.lr (fastrms/_spec.py: _scalars, T(lr)), so that an lr read here
-// and the same lr passed by value give the same bits. Read once per thread, before any element.
+// Whether the AMP values at amp_device (null: none) report an inf or NaN in the grads: the step
+// then writes nothing (every thread returns before its first store).
+__host__ __device__ __forceinline__ bool found_inf(const float* __restrict__ amp_device) {
+    return amp_device != nullptr && amp_device[FOUND_INF] != 0.0f;
+}
+
+// The rule with the values a capturable step keeps in device memory, each cast to T as the host
+// casts it (fastrms/_spec.py: _scalars): the lr at lr_device (a CUDA graph replays the same
+// arguments while an LR scheduler writes the lr there) and the grad scale and clip factor at
+// amp_device (torch's GradScaler and clip_grad_norm_ on the device), so that a value read here
+// and the same value passed by value give the same bits. Null pointers: the rule's own values.
+// Read once per thread, before any element.
 template <typename T>
-__host__ __device__ __forceinline__ RuleArgs<T> with_lr(RuleArgs<T> rule,
-                                                        const double* __restrict__ lr_device) {
+__host__ __device__ __forceinline__ RuleArgs<T> with_device_values(
+    RuleArgs<T> rule, const double* __restrict__ lr_device, const float* __restrict__ amp_device) {
     if (lr_device != nullptr) {
         rule.k[LR] = static_cast<T>(*lr_device);
+    }
+    if (amp_device != nullptr) {
+        rule.k[GRAD_UNSCALE] = static_cast<T>(1.0 / static_cast<double>(amp_device[GRAD_SCALE]));
+        rule.k[CLIP] = static_cast<T>(amp_device[CLIP_FACTOR]);
     }
     return rule;
 }
 
 constexpr int BLOCK = 256;  // threads per block; fastrms/cuda/plan.py launches exactly this many
-// Blocks resident per multiprocessor that launches count on (plan.py: BLOCKS_PER_SM): at most 64
-// registers per thread. rmsprop_kernel stays below that by itself; the multi kernel is told.
-constexpr int BLOCKS_PER_SM = 4;
+// Launches count on 4 resident blocks per multiprocessor (plan.py: BLOCKS_PER_SM), so at most 64
+// registers per thread: both kernels stay below that by themselves (tests/test_cuda_build.py
+// checks). Told so (__launch_bounds__'s minimum blocks), ptxas schedules the double instances of
+// the multi kernel up to the cap and spills; left alone, they take about 50.
 
 // Elements [begin, end) of flat buffers, shared out among `threads` threads from `thread` on, in
 // index type I. [vec_begin, vec_end) (a multiple of the vector width long, every buffer 16-byte
 // aligned at vec_begin) takes the 128-bit path; the head [begin, vec_begin) and the tail
-// [vec_end, end) take the scalar path. Unaligned views pass vec_begin = vec_end = end. Absent state
-// buffers are null. Both kernels below call this, so a list element is updated by the very code a
-// single buffer is.
+// [vec_end, end) take the scalar path. Unaligned views pass vec_begin = vec_end = end. Absent
+// buffers are null; element i takes the random bits of counter + i. Both kernels below call this,
+// so a list element is updated by the very code a single buffer is.
 template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG, typename I>
 __host__ __device__ __forceinline__ void sweep(
     I thread, I threads, P* __restrict__ param, const P* __restrict__ grad,
     typename Precision<P>::T* __restrict__ square_avg,
     typename Precision<P>::T* __restrict__ momentum_buffer,
-    typename Precision<P>::T* __restrict__ grad_avg, I begin, I vec_begin, I vec_end, I end,
-    const typename Precision<P>::T (&k)[N_SCALARS], const int (&m)[N_MODES]) {
+    typename Precision<P>::T* __restrict__ grad_avg,
+    typename Precision<P>::T* __restrict__ master_param, I begin, I vec_begin, I vec_end, I end,
+    unsigned long long counter, const RuleArgs<typename Precision<P>::T>& rule) {
     using S = Step<P, HAS_MOMENTUM, HAS_GRAD_AVG>;
     constexpr int W = Vector<P>::width;
     for (I i = vec_begin + thread * W; i < vec_end; i += threads * W) {
-        S::packed(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+        S::packed(i, param, grad, square_avg, momentum_buffer, grad_avg, master_param, counter,
+                  rule);
     }
     for (I i = begin + thread; i < vec_begin; i += threads) {
-        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, master_param, counter, rule);
     }
     for (I i = vec_end + thread; i < end; i += threads) {
-        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, k, m);
+        S::one(i, param, grad, square_avg, momentum_buffer, grad_avg, master_param, counter, rule);
     }
 }
 
-// One step over elements [begin, end) of one set of buffers, grid-stride (see sweep).
-// begin is 0 for whole buffers; a nonzero begin (with pointers offset to match) lets a test run
-// indices past 2^32 on a small window.
+// One step over elements [begin, end) of one set of buffers, grid-stride (see sweep); element i
+// takes the random bits of offset + i. begin is 0 for whole buffers; a nonzero begin (with
+// pointers offset to match) lets a test run indices past 2^32 on a small window.
 template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
 __global__ void __launch_bounds__(BLOCK) rmsprop_kernel(
     P* __restrict__ param, const P* __restrict__ grad,
     typename Precision<P>::T* __restrict__ square_avg,
     typename Precision<P>::T* __restrict__ momentum_buffer,
     typename Precision<P>::T* __restrict__ grad_avg,
+    typename Precision<P>::T* __restrict__ master_param,
     long long begin, long long vec_begin, long long vec_end, long long end,
-    const RuleArgs<typename Precision<P>::T> rule, const double* __restrict__ lr_device) {
+    unsigned long long offset, const RuleArgs<typename Precision<P>::T> rule,
+    const double* __restrict__ lr_device, const float* __restrict__ amp_device) {
+    if (found_inf(amp_device)) return;
     const long long thread = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long threads = static_cast<long long>(gridDim.x) * blockDim.x;
-    const auto r = with_lr(rule, lr_device);
+    const auto r = with_device_values(rule, lr_device, amp_device);
     sweep<P, HAS_MOMENTUM, HAS_GRAD_AVG, long long>(thread, threads, param, grad, square_avg,
-                                                    momentum_buffer, grad_avg, begin, vec_begin,
-                                                    vec_end, end, r.k, r.m);
+                                                    momentum_buffer, grad_avg, master_param, begin,
+                                                    vec_begin, vec_end, end, offset, r);
 }
 
 // The multi-tensor launch's tables (fastrms/cuda/plan.py: multi_plan builds them), int64 rows:
 // tensors[j] = the data addresses of tensor j's param, grad, square_avg, momentum_buffer, grad_avg
-// (0 where absent); chunks[c] = (tensor, begin, vec_begin, vec_end, end), a piece of one tensor
-// with its 128-bit span already worked out on the host (per tensor alignment, as sweep wants it).
-enum Column { PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG, N_COLUMNS };
+// and master_param (0 where absent), then the counter of its element 0 (stochastic rounding);
+// chunks[c] = (tensor, begin, vec_begin, vec_end, end), a piece of one tensor with its 128-bit
+// span already worked out on the host (per tensor alignment, as sweep wants it).
+enum Column {
+    PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG, MASTER_PARAM, COUNTER, N_COLUMNS
+};
 enum ChunkField { TENSOR, BEGIN, VEC_BEGIN, VEC_END, END, N_CHUNK_FIELDS };
 
 // A table entry as a pointer. Loaded from memory, it is a generic pointer to the compiler (ld.v4 /
@@ -326,11 +456,13 @@ __host__ __device__ __forceinline__ E* address(long long a) {
 // small (plan.py: CHUNK, 2^16 elements), so a list of one huge and many small tensors still
 // spreads over every block; the grid is one resident wave, as for rmsprop_kernel.
 template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG>
-__global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
+__global__ void __launch_bounds__(BLOCK) rmsprop_multi_kernel(
     const long long* __restrict__ tensors, const long long* __restrict__ chunks, long long n_chunks,
-    const RuleArgs<typename Precision<P>::T> rule, const double* __restrict__ lr_device) {
+    const RuleArgs<typename Precision<P>::T> rule, const double* __restrict__ lr_device,
+    const float* __restrict__ amp_device) {
     using T = typename Precision<P>::T;
-    const auto r = with_lr(rule, lr_device);
+    if (found_inf(amp_device)) return;
+    const auto r = with_device_values(rule, lr_device, amp_device);
     for (long long c = blockIdx.x; c < n_chunks; c += gridDim.x) {
         const long long* chunk = chunks + c * N_CHUNK_FIELDS;
         const long long* row = tensors + chunk[TENSOR] * N_COLUMNS;
@@ -342,10 +474,13 @@ __global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
         T* square_avg = address<T>(row[SQUARE_AVG]) + at;
         T* momentum_buffer = HAS_MOMENTUM ? address<T>(row[MOMENTUM_BUFFER]) + at : nullptr;
         T* grad_avg = HAS_GRAD_AVG ? address<T>(row[GRAD_AVG]) + at : nullptr;
+        T* master_param = row[MASTER_PARAM] != 0 ? address<T>(row[MASTER_PARAM]) + at : nullptr;
+        const unsigned long long counter =  // uint64 bits in the table; wraps around as NumPy's
+            static_cast<unsigned long long>(row[COUNTER]) + static_cast<unsigned long long>(at);
         sweep<P, HAS_MOMENTUM, HAS_GRAD_AVG, int>(
             static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), param, grad, square_avg,
-            momentum_buffer, grad_avg, 0, static_cast<int>(chunk[VEC_BEGIN] - at),
-            static_cast<int>(chunk[VEC_END] - at), static_cast<int>(chunk[END] - at), r.k, r.m);
+            momentum_buffer, grad_avg, master_param, 0, static_cast<int>(chunk[VEC_BEGIN] - at),
+            static_cast<int>(chunk[VEC_END] - at), static_cast<int>(chunk[END] - at), counter, r);
     }
 }
 
@@ -357,12 +492,13 @@ __global__ void __launch_bounds__(BLOCK, BLOCKS_PER_SM) rmsprop_multi_kernel(
 #define FASTRMS_INSTANCE(P, M, A)                                                          \
     template __global__ void fastrms::rmsprop_kernel<P, M, A>(                             \
         P*, const P*, fastrms::Precision<P>::T*, fastrms::Precision<P>::T*,                \
-        fastrms::Precision<P>::T*, long long, long long, long long, long long,             \
-        fastrms::RuleArgs<fastrms::Precision<P>::T>, const double*);
+        fastrms::Precision<P>::T*, fastrms::Precision<P>::T*, long long, long long,        \
+        long long, long long, unsigned long long,                                          \
+        fastrms::RuleArgs<fastrms::Precision<P>::T>, const double*, const float*);
 #define FASTRMS_MULTI_INSTANCE(P, M, A)                                                    \
     template __global__ void fastrms::rmsprop_multi_kernel<P, M, A>(                       \
         const long long*, const long long*, long long,                                     \
-        fastrms::RuleArgs<fastrms::Precision<P>::T>, const double*);
+        fastrms::RuleArgs<fastrms::Precision<P>::T>, const double*, const float*);
 #define FASTRMS_BOTH(P, M, A) FASTRMS_INSTANCE(P, M, A) FASTRMS_MULTI_INSTANCE(P, M, A)
 #define FASTRMS_INSTANCES(P) FASTRMS_BOTH(P, false, false) FASTRMS_BOTH(P, true, false)             \
     FASTRMS_BOTH(P, false, true) FASTRMS_BOTH(P, true, true)

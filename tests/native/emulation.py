@@ -6,6 +6,7 @@ import ctypes
 
 import numpy as np
 
+from fastrms._buffers import PLAIN
 from fastrms.cuda import plan, rule_args
 
 # A kernel parameter's kind (host_kernels.cpp: cuda_host::signature) -> the NumPy kind of the
@@ -72,29 +73,32 @@ class HostKernels:
         fn(launch.grid, launch.block, pointers)
 
     def step(self, rule, step, param, grad, square_avg, momentum_buffer=None, grad_avg=None,
-             multiprocessors=2, lr_device=0):
+             master_param=None, multiprocessors=2, lr_device=0, extras=PLAIN):
         """One step on host arrays, planned exactly as fastrms.cuda.backend.update plans it
-        (``lr_device``: the address of a host float64 the kernel reads its lr from, or 0)."""
-        buffers = (param, grad, square_avg, momentum_buffer, grad_avg)
+        (``lr_device``, ``extras.device_amp``: addresses of host memory the kernel reads, or 0)."""
+        buffers = (param, grad, square_avg, momentum_buffer, grad_avg, master_param)
         addresses = tuple(None if b is None else b.ctypes.data for b in buffers)
         launch = plan.plan(param.dtype, addresses, param.size, rule, step, multiprocessors,
-                           lr_device=lr_device)
+                           lr_device=lr_device, extras=extras)
         self.launch(launch)
         return launch
 
     def step_many(self, rule, step, params, grads, square_avgs, momentum_buffers=None,
-                  grad_avgs=None, multiprocessors=2, chunk=plan.CHUNK, lr_device=0):
+                  grad_avgs=None, master_params=None, multiprocessors=2, chunk=plan.CHUNK,
+                  lr_device=0, extras=PLAIN):
         """One step on lists of host arrays, planned and packed as fastrms.cuda.backend.update_many
-        does it (the tables stay in host memory, where the emulated kernel reads them; so does the
-        lr at ``lr_device``, as for ``step``). Returns the plan (None when every tensor is empty:
+        does it (the tables stay in host memory, where the emulated kernel reads them; so do the
+        lr and AMP values, as for ``step``). Returns the plan (None when every tensor is empty:
         nothing launched)."""
-        columns = (params, grads, square_avgs, momentum_buffers, grad_avgs)
+        columns = (params, grads, square_avgs, momentum_buffers, grad_avgs, master_params)
         table = np.array([[0 if c is None else c[j].ctypes.data for c in columns]
                           for j in range(len(params))], dtype=np.int64)
         sizes = np.array([p.size for p in params], dtype=np.int64)
-        launch = plan.multi_plan(params[0].dtype, table, sizes, rule, step, multiprocessors, chunk)
+        launch = plan.multi_plan(params[0].dtype, table, sizes, rule, step, multiprocessors, chunk,
+                                 extras=extras)
         if launch is not None:
             self.launch(launch, plan.multi_kernel_args(launch.descriptors.ctypes.data,
                                                        launch.n_tensors, launch.n_chunks,
-                                                       launch.rule_args, lr_device))
+                                                       launch.rule_args, lr_device,
+                                                       extras.device_amp))
         return launch
