@@ -23,10 +23,11 @@ class Backend(Protocol):
         """None when usable here, else the reason it is not."""
 
     def update(self, buffers: Any, rule: Any, step: Optional[int],
-               threads: Optional[int] = None) -> None:
+               threads: Optional[int] = None, extras: Any = None) -> None:
         """One in-place step over a validated ``fastrms._buffers.Buffers`` of native arrays.
         ``threads``: the caller's CPU thread count (``fastrms.threads``), or None; backends that
-        use no CPU threads ignore it."""
+        use no CPU threads ignore it. ``extras``: a ``fastrms._buffers.Extras`` (loss scale,
+        clip factor, rounding of half params; ``PLAIN`` by default)."""
 
 
 @runtime_checkable
@@ -35,9 +36,10 @@ class MultiTensorBackend(Backend, Protocol):
     ``fastrms.functional.apply`` calls ``update`` per set)."""
 
     def update_many(self, columns: Any, rule: Any, step: Optional[int], table: Any,
-                    sizes: Any, threads: Optional[int] = None) -> None:
+                    sizes: Any, threads: Optional[int] = None, extras: Any = None) -> None:
         """One step for every set of ``columns`` (a ``Buffers`` of lists of one dtype);
-        ``table``: int64 ``[n, 5]`` data addresses (0 where absent), ``sizes``: element counts."""
+        ``table``: int64 ``[n, 6]`` data addresses (0 where absent), ``sizes``: element counts;
+        ``extras.offsets``: one stochastic-rounding counter per set."""
 
 
 _MODULES = {}  # name -> module path, in registration order

@@ -131,7 +131,8 @@ def check_buffers(backend, rule, columns):
     """``check_set`` for every element of a multi-tensor call, with one overlap test for all.
 
     ``columns`` is a ``Buffers`` of lists of native arrays (``None`` for an absent column).
-    Returns the pointer table (int64 ``[n, 5]`` data addresses, 0 where absent) and the sizes.
+    Returns the pointer table (int64 ``[n, 6]`` data addresses in ``NAMES`` order, 0 where absent)
+    and the sizes.
     Column by column, in plain lists: a hundred tensors cost ~1 µs each to check.
     """
     params = columns.param

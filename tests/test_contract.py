@@ -46,9 +46,10 @@ def test_rules_are_built_with_keywords_only():
 
 
 def test_buffers_are_named_in_one_order():
-    assert NAMES == ("param", "grad", "square_avg", "momentum_buffer", "grad_avg")
+    assert NAMES == ("param", "grad", "square_avg", "momentum_buffer", "grad_avg", "master_param")
     b = Buffers(1, 2, 3)
-    assert (b.param, b.grad, b.square_avg, b.momentum_buffer, b.grad_avg) == (1, 2, 3, None, None)
+    assert (b.param, b.grad, b.square_avg, b.momentum_buffer, b.grad_avg, b.master_param) == (
+        1, 2, 3, None, None, None)
 
 
 def test_a_cupy_that_fails_to_import_is_not_reported_as_missing(monkeypatch):

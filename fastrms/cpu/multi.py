@@ -1,7 +1,7 @@
 """Multi-tensor RMSProp loops: one compiled call updates a whole list of buffers.
 
-The buffers reach the loop as a pointer table (int64 ``[n, 5]``: the data addresses of param, grad,
-square_avg, momentum_buffer, grad_avg; 0 where absent) and a sizes array, as torch's
+The buffers reach the loop as a pointer table (int64 ``[n, 6]``: the data addresses of param, grad,
+square_avg, momentum_buffer, grad_avg, master_param; 0 where absent) and a sizes array, as torch's
 ``multi_tensor_apply`` passes them on the GPU: Numba would compile a new loop for every length of
 a tuple of arrays, and a typed List costs microseconds per element to build. The addresses are
 turned back into arrays inside the loop (``_view``); the caller has checked every buffer (dtype,

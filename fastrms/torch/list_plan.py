@@ -194,7 +194,8 @@ class Bucket:
             first, columns = self.columns.param[0], self.columns
             self.launch = self.prepared[self.table.tobytes()] = self.module.prepare_many(
                 first.device.id, first.dtype, self.table, self.sizes,
-                columns.momentum_buffer is not None, columns.grad_avg is not None, stream=stream)
+                columns.momentum_buffer is not None, columns.grad_avg is not None, stream=stream,
+                offsets=self.offsets)
             if len(self.prepared) > PREPARED_KEPT:
                 self.prepared.popitem(last=False)
         self.launch.launch(rule, None, lr_device, stream=stream, extras=extras)
