@@ -32,22 +32,26 @@ CACHES = (
           "correction)", "never: rules are frozen and the key holds rule, dtype and step"),
     Cache("fastrms.functional", "_rule", "the Rule of rmsprop_update's arguments",
           "never: the key is every argument, typed"),
-    Cache("fastrms.validate", "_disjoint_sets", "buffer sets found disjoint, by ids, held weakly",
+    Cache("fastrms.overlaps", "_disjoint_sets", "buffer sets found disjoint, by ids, held weakly",
           "an id reused by a new array: its dead weakref is a miss (16 sets kept)"),
-    Cache("fastrms.validate", "_address_cache", "a NumPy array's data address, by id",
+    Cache("fastrms.overlaps", "_address_cache", "a NumPy array's data address, by id",
           "dropped by a weakref callback when the array dies; checked against nbytes"),
-    Cache("fastrms.validate", "_last_disjoint_table", "the last multi-tensor table found "
+    Cache("fastrms.overlaps", "_last_disjoint_table", "the last multi-tensor table found "
           "disjoint", "any change of addresses, sizes or itemsizes: compared in full"),
     Cache("fastrms.cpu.backend", "scalar_array", "a rule's scalars as a read-only array",
           "never: keyed like _spec._scalars"),
     Cache("fastrms.cpu.backend", "_empty", "an empty array per dtype (the loop's dtype tag)",
           "never"),
-    Cache("fastrms.cpu.kernels", "rmsprop_kernel", "the jitted loop per (modes, parallel)",
+    Cache("fastrms.cpu.kernels", "_kernel", "the jitted loop per (modes, parallel, storage)",
           "never in a process; Numba's disk cache checks the source file's timestamp"),
-    Cache("fastrms.cpu.multi", "rmsprop_multi_kernel", "the jitted multi-tensor loop per "
-          "(modes, parallel)", "as rmsprop_kernel"),
+    Cache("fastrms.cpu.multi", "_multi_kernel", "the jitted multi-tensor loop per "
+          "(modes, parallel, storage)", "as _kernel"),
+    Cache("fastrms.cpu.kernels", "sweep_for", "the inlined serial sweep per storage (param "
+          "format, rounding)", "never: Python functions of a constant key"),
+    Cache("fastrms.cpu.halves", "storage_functions", "the conversion pair per (param format, "
+          "rounding)", "never: a table lookup"),
     Cache("fastrms.cpu.grad_stats", "partials_kernel", "inspect_grads' jitted chunk loop per "
-          "(read format, parallel)", "as rmsprop_kernel"),
+          "(read format, parallel)", "as _kernel"),
     Cache("fastrms.cpu.grad_stats", "_empty", "an empty array per dtype (the loop's dtype tag)",
           "never"),
     Cache("fastrms.cpu.multi", "_chunks_of", "the parallel chunk table per list of sizes",

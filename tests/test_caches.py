@@ -54,7 +54,7 @@ def test_scan_finds_a_new_cache(tmp_path, monkeypatch):
     """The completeness check is not vacuous: it sees the tables that exist."""
     tables = _memo_tables()
     assert ("fastrms.functional", "_rule") in tables
-    assert ("fastrms.validate", "_disjoint_sets") in tables
+    assert ("fastrms.overlaps", "_disjoint_sets") in tables
 
 
 def test_clear_caches_empties_them_and_steps_give_the_same_bits():
@@ -66,9 +66,9 @@ def test_clear_caches_empties_them_and_steps_give_the_same_bits():
     assert functional._rule.cache_info().currsize > 0
     fastrms.clear_caches()
     assert functional._rule.cache_info().currsize == 0
-    from fastrms import validate
+    from fastrms import overlaps
 
-    assert validate._disjoint_sets == {} and validate._last_disjoint_table is None
+    assert overlaps._disjoint_sets == {} and overlaps._last_disjoint_table is None
     fastrms.rmsprop_update(p2, g, s2, momentum=0.0)
     np.testing.assert_array_equal(p, p2)
     np.testing.assert_array_equal(s, s2)

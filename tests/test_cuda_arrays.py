@@ -9,7 +9,7 @@ import pytest
 
 cupy = pytest.importorskip("cupy")
 
-from fastrms import validate  # noqa: E402
+from fastrms import overlaps, validate  # noqa: E402
 from fastrms._buffers import Buffers  # noqa: E402
 from fastrms._spec import Rule  # noqa: E402
 from fastrms.cuda import arrays, backend  # noqa: E402
@@ -81,9 +81,9 @@ def test_torch_arrays_keep_their_type_through_views():
 
 def test_may_share_memory_is_byte_range_overlap():
     a = fake(0, 10)  # bytes [0, 40)
-    assert validate._byte_ranges_overlap(a, fake(36, 10))
-    assert not validate._byte_ranges_overlap(a, fake(40, 10))
-    assert validate._byte_ranges_overlap(fake(8, 2), a)
+    assert overlaps._byte_ranges_overlap(a, fake(36, 10))
+    assert not overlaps._byte_ranges_overlap(a, fake(40, 10))
+    assert overlaps._byte_ranges_overlap(fake(8, 2), a)
 
 
 def check_single(backend, rule, arrays):

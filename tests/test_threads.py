@@ -68,7 +68,7 @@ def test_one_thread_runs_the_serial_loop(monkeypatch):
     calls = []
     real = backend.rmsprop_kernel
     monkeypatch.setattr(backend, "rmsprop_kernel",
-                        lambda modes, parallel: calls.append(parallel) or real(modes, parallel))
+                        lambda modes, parallel, *storage: calls.append(parallel) or real(modes, parallel, *storage))
     n = 1 << 16
     fastrms.rmsprop_update(np.ones(n, np.float32), np.ones(n, np.float32), np.zeros(n, np.float32),
                            threads=1)
@@ -131,7 +131,7 @@ def test_torch_adapter_follows_torchs_thread_count_unless_told(monkeypatch):
     calls = []
     real = backend.rmsprop_multi_kernel
     monkeypatch.setattr(backend, "rmsprop_multi_kernel",
-                        lambda modes, parallel: calls.append(parallel) or real(modes, parallel))
+                        lambda modes, parallel, *storage: calls.append(parallel) or real(modes, parallel, *storage))
     params = [torch.nn.Parameter(torch.ones(1 << 15)) for _ in range(2)]  # a parallel-sized step
     for p in params:
         p.grad = torch.full_like(p, 0.5)

@@ -16,6 +16,7 @@ After editing ``rule.py``, touch this file (or clear ``__pycache__``) to recompi
 """
 
 import functools
+import types as types_module
 
 import numba as nb
 import numpy as np
@@ -106,26 +107,46 @@ def _name(kind, modes, storage):
     return f"rmsprop_{kind}_" + "_".join(map(str, modes + storage))
 
 
-@functools.lru_cache(maxsize=None)
 def rmsprop_kernel(modes, parallel, storage=(FLOAT, NEAREST)):
     """The fused loop ``f(x, g, s, b, a, w, k, key, offset)`` for one mode tuple and ``storage``
     (param format, rounding); serial or parallel (see ``sweep_for``)."""
-    sweep = sweep_for(storage)
-    if parallel:
-        def loop(x, g, s, b, a, w, k, key, offset):
-            kt = _scalar_tuple(k)
-            # Blocks of whole cache lines per task; each runs the serial sweep from its start.
-            for c in nb.prange((x.size + BLOCK - 1) // BLOCK):
-                lo = c * BLOCK
-                hi = min(lo + BLOCK, x.size)
-                sweep(x[lo:hi], g[lo:hi], s[lo:hi], _part(b, lo, hi), _part(a, lo, hi),
-                      _part(w, lo, hi), kt, modes, key, offset + np.uint64(lo))
-    else:
-        def loop(x, g, s, b, a, w, k, key, offset):
-            sweep(x, g, s, b, a, w, _scalar_tuple(k), modes, key, offset)
+    return _kernel(modes, parallel, storage)  # one cache entry, however storage was passed
 
-    loop.__name__ = loop.__qualname__ = _name("parallel" if parallel else "serial", modes, storage)
-    return compile_loop(loop, parallel)
+
+@functools.lru_cache(maxsize=None)
+def _kernel(modes, parallel, storage):
+    template = _parallel_loop if parallel else _serial_loop
+    name = _name("parallel" if parallel else "serial", modes, storage)
+    return compile_loop(specialised(template, name, SWEEP=sweep_for(storage), MODES=modes),
+                        parallel)
+
+
+def specialised(template, name, **constants):
+    """``template`` (a loop of this package) as a new function ``name`` that reads ``constants``
+    as globals, which Numba freezes into the compiled loop. Not closures: Numba's disk cache keys
+    a closure by its pickled cells, and a jitted function pickles differently in every process
+    (its cache entry would never be found again)."""
+    loop = types_module.FunctionType(template.__code__, {**template.__globals__, **constants},
+                                     name)
+    loop.__qualname__ = name
+    return loop
+
+
+SWEEP = MODES = None  # the globals a loop's template reads, bound per variant by ``specialised``
+
+
+def _serial_loop(x, g, s, b, a, w, k, key, offset):
+    SWEEP(x, g, s, b, a, w, _scalar_tuple(k), MODES, key, offset)
+
+
+def _parallel_loop(x, g, s, b, a, w, k, key, offset):
+    kt = _scalar_tuple(k)
+    # Blocks of elements per task, each swept by the serial loop from its start (SIMD within).
+    for c in nb.prange((x.size + BLOCK - 1) // BLOCK):
+        lo = c * BLOCK
+        hi = min(lo + BLOCK, x.size)
+        SWEEP(x[lo:hi], g[lo:hi], s[lo:hi], _part(b, lo, hi), _part(a, lo, hi), _part(w, lo, hi),
+              kt, MODES, key, offset + np.uint64(lo))
 
 
 def same_traffic_parallel(x, g, s, b, a, k):

@@ -23,7 +23,7 @@ from numba.extending import intrinsic, overload
 
 from ..rounding import FLOAT, NEAREST
 from .jit import compile_loop
-from .kernels import _name, _scalar_tuple, sweep_for
+from .kernels import _name, _scalar_tuple, specialised, sweep_for
 
 # Columns of the pointer table (fastrms._buffers.NAMES' order).
 PARAM, GRAD, SQUARE_AVG, MOMENTUM_BUFFER, GRAD_AVG, MASTER_PARAM = range(6)
@@ -65,7 +65,6 @@ def _views(row, start, n, likes):
             _view(row[MASTER_PARAM] + start * s_like.itemsize, n, w_like))
 
 
-@functools.lru_cache(maxsize=None)
 def rmsprop_multi_kernel(modes, parallel, storage=(FLOAT, NEAREST)):
     """The loop over a pointer table for one mode tuple and ``storage`` (``kernels.sweep_for``).
 
@@ -75,26 +74,35 @@ def rmsprop_multi_kernel(modes, parallel, storage=(FLOAT, NEAREST)):
     and the state's dtype, then the state's or None for the momentum buffer, grad average and
     master (absent columns). ``offsets``: uint64, each tensor's counter for stochastic rounding.
     """
-    sweep = sweep_for(storage)
-    if parallel:
-        def loop(table, sizes, chunks, k, likes, key, offsets):
-            kt = _scalar_tuple(k)
-            for c in nb.prange(chunks.shape[0]):
-                # Views of just this chunk, so that the inner loop is the serial one (starting at
-                # 0): a loop from chunks[c, 1] over whole-tensor views ran 4x slower here.
-                j, start = chunks[c, 0], chunks[c, 1]
-                x, g, s, b, a, w = _views(table[j], start, chunks[c, 2] - start, likes)
-                sweep(x, g, s, b, a, w, kt, modes, key, offsets[j] + np.uint64(start))
-    else:
-        def loop(table, sizes, chunks, k, likes, key, offsets):
-            kt = _scalar_tuple(k)
-            for j in range(sizes.size):
-                x, g, s, b, a, w = _views(table[j], 0, sizes[j], likes)
-                sweep(x, g, s, b, a, w, kt, modes, key, offsets[j])
+    return _multi_kernel(modes, parallel, storage)  # one cache entry, however it was called
 
-    kind = "parallel" if parallel else "serial"
-    loop.__name__ = loop.__qualname__ = _name(f"multi_{kind}", modes, storage)
-    return compile_loop(loop, parallel)
+
+@functools.lru_cache(maxsize=None)
+def _multi_kernel(modes, parallel, storage):
+    template = _parallel_loop if parallel else _serial_loop
+    name = _name(f"multi_{'parallel' if parallel else 'serial'}", modes, storage)
+    return compile_loop(specialised(template, name, SWEEP=sweep_for(storage), MODES=modes),
+                        parallel)
+
+
+SWEEP = MODES = None  # bound per variant by kernels.specialised
+
+
+def _parallel_loop(table, sizes, chunks, k, likes, key, offsets):
+    kt = _scalar_tuple(k)
+    for c in nb.prange(chunks.shape[0]):
+        # Views of just this chunk, so that the inner loop is the serial one (starting at 0): a
+        # loop from chunks[c, 1] over whole-tensor views ran 4x slower here.
+        j, start = chunks[c, 0], chunks[c, 1]
+        x, g, s, b, a, w = _views(table[j], start, chunks[c, 2] - start, likes)
+        SWEEP(x, g, s, b, a, w, kt, MODES, key, offsets[j] + np.uint64(start))
+
+
+def _serial_loop(table, sizes, chunks, k, likes, key, offsets):
+    kt = _scalar_tuple(k)
+    for j in range(sizes.size):
+        x, g, s, b, a, w = _views(table[j], 0, sizes[j], likes)
+        SWEEP(x, g, s, b, a, w, kt, MODES, key, offsets[j])
 
 
 @functools.lru_cache(maxsize=64)

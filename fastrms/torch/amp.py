@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .._spec import clip_factor
+from ..functional import extras_of
 from ..grad_stats import inspect_grads
 
 
@@ -50,6 +51,16 @@ def verdict(optimizer, grads):
         skip = found
         clip = float(clip_factor(max_norm, norm, np.float32))
     return Verdict(skip, scale, clip, None, None)
+
+
+def step_extras(optimizer, judged):
+    """The ``Extras`` of a step: the verdict's scale and clip (or device values), the optimizer's
+    rounding keyed by its count of ``step()`` calls."""
+    extras = extras_of(judged.grad_scale, judged.clip, optimizer.rounding, optimizer.seed,
+                       optimizer.calls)
+    if judged.device_amp is not None:
+        extras = extras._replace(device_amp=judged.device_amp.data_ptr())
+    return extras
 
 
 def _on_device(grad_scale, found_inf, max_norm, grads):

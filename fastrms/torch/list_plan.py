@@ -20,7 +20,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from .. import validate
+from .. import overlaps
 from .._buffers import NAMES, PLAIN, Buffers
 from ..functional import checked_lists
 from ..rounding import offset_of
@@ -110,9 +110,9 @@ class Bucket:
         self.module, columns, self.table, self.sizes = checked_lists(rule, columns, backend)
         itemsizes = np.array([0 if c is None else c[0].itemsize for c in columns], dtype=np.int64)
         self.nbytes = self.sizes[:, None] * itemsizes
-        self.spans = _with_gapped(validate.written_spans(self.table, self.nbytes), params,
+        self.spans = _with_gapped(overlaps.written_spans(self.table, self.nbytes), params,
                                   self.gapped)
-        validate.check_grads_clear(self.spans, self.table, self.nbytes)
+        overlaps.check_grads_clear(self.spans, self.table, self.nbytes)
         self.grad_addresses = self.table[:, GRAD].tolist()
         self.update_many = getattr(self.module, "update_many", None)
         # What update_many reads of the columns: dtype, device, which state buffers. Arrays of
@@ -133,7 +133,7 @@ class Bucket:
         if addresses != self.grad_addresses:
             self.grad_addresses = self.launch = None  # until the new ones pass
             self.table[:, GRAD] = addresses
-            validate.check_grads_clear(self.spans, self.table, self.nbytes)
+            overlaps.check_grads_clear(self.spans, self.table, self.nbytes)
             self.grad_addresses = addresses
         if self.capturable and self.launch is None:
             self.launch = self.prepared.get(self.table.tobytes())

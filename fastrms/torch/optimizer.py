@@ -9,10 +9,9 @@ refuses is said in the package's docstring (``fastrms.torch``).
 
 import torch
 
-from ..functional import extras_of
 from ..threads import check_count
 from ..validate import check_extras, check_real
-from .amp import verdict
+from .amp import step_extras, verdict
 from .groups import _check_defaults, _check_group, rule_of
 from ..threads import resolve as resolve_threads
 from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
@@ -158,12 +157,11 @@ class RMSprop(torch.optim.Optimizer):
             else:
                 planned.append((self._plan(index, group, rule), group, rule))
         threads = resolve_threads(self.threads, framework=torch.get_num_threads())
+        extras = step_extras(self, judged)
         for (plan, gathered), group, rule in planned:
-            plan.run(group, rule, gathered, threads, self._extras(group, judged),
-                     judged.step_increment)
+            plan.run(group, rule, gathered, threads, extras, judged.step_increment)
         for call in calls:
-            call.run(self.backend, threads, self._extras(call.group, judged),
-                     judged.step_increment)
+            call.run(self.backend, threads, extras, judged.step_increment)
         return loss
 
     @property
@@ -172,13 +170,6 @@ class RMSprop(torch.optim.Optimizer):
         waits for the device)."""
         device = 0 if self._skipped_device is None else int(self._skipped_device.item())
         return self._skipped + device
-
-    def _extras(self, group, judged):
-        """The ``Extras`` of a group's step: the verdict's scale and clip, the group's rounding."""
-        extras = extras_of(judged.grad_scale, judged.clip, self.rounding, self.seed, self.calls)
-        if judged.device_amp is not None:
-            extras = extras._replace(device_amp=judged.device_amp.data_ptr())
-        return extras
 
     def _plan(self, index, group, rule):
         """Group ``index``'s step plan (``fastrms.torch.step_plan``), rebuilt if stale, and this
