@@ -170,3 +170,71 @@ def test_half_params_without_master_match_the_reference():
                                backend="numpy")
     assert torch.equal(p.detach().view(torch.int16), ref.view(torch.int16))
     assert np.isfinite(p.detach().float().numpy()).all()
+
+
+# -- on a CUDA device (marked gpu: they skip here, with the reason, and run where one is lent) --
+
+def _cuda_train(make_opt, steps=6):
+    model = _mlp().cuda()
+    opt = make_opt(model.parameters())
+    scaler = torch.amp.GradScaler("cuda", init_scale=2.0 ** 12, growth_interval=2)
+    x, y = (t.cuda() for t in _data())
+    out = []
+    for step in range(1, steps + 1):
+        opt.zero_grad()
+        scaler.scale(torch.nn.functional.mse_loss(model(x), y)).backward()
+        if step == 3:
+            model[0].weight.grad[0, 0] = float("inf")
+        scaler.step(opt)
+        scaler.update()
+        out.append([p.detach().cpu() for p in model.parameters()])
+    return out, opt
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("clip", [None, 0.05])
+def test_cuda_grad_scaler_matches_torch_without_host_sync(clip):
+    from conftest import require_torch_cuda
+
+    require_torch_cuda()
+    ours, opt = _cuda_train(lambda ps: RMSprop(ps, lr=0.01, max_grad_norm=clip))
+    theirs, ref = _cuda_train(lambda ps: torch.optim.RMSprop(ps, lr=0.01))
+    if clip is None:  # (torch's side of the clipped run clips in _train's way: compare steps)
+        for a, b in zip(ours, theirs):
+            for p, q in zip(a, b):
+                torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(p, q) for p, q in zip(ours[2], ours[1]))  # the inf step skipped
+    steps = {float(s["step"]) for s in opt.state.values()}  # counted on the device
+    assert steps == {5.0} and opt.skipped_steps == 1
+    torch.cuda.set_sync_debug_mode("error")  # a step reads the verdict on the device only
+    try:
+        for p in opt.param_groups[0]["params"]:
+            p.grad = torch.ones_like(p)
+        opt.grad_scale, opt.found_inf = torch.ones((), device="cuda"), torch.zeros((), device="cuda")
+        opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        del opt.grad_scale, opt.found_inf
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("rounding", ["nearest", "stochastic"])
+def test_cuda_half_params_with_master_equal_the_cpu_step(rounding):
+    """The same bfloat16 params, masters and grads stepped on CUDA and on the CPU: the same bits
+    (the kernels' element math is the reference's; CuPy's flush-to-zero aside, no denormals)."""
+    from conftest import require_torch_cuda
+
+    require_torch_cuda()
+    results = []
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        params = [torch.nn.Parameter(torch.randn(n).bfloat16().to(device)) for n in (7, 5000)]
+        opt = RMSprop(params, lr=0.01, momentum=0.9, master_weights=True, rounding=rounding,
+                      seed=3)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.randn(p.shape).bfloat16().to(device)
+            opt.step()
+        results.append([p.detach().cpu().view(torch.int16) for p in params] +
+                       [opt.state[p]["master_param"].cpu() for p in params])
+    assert all(torch.equal(a, b) for a, b in zip(*results))

@@ -30,14 +30,16 @@ class Verdict(NamedTuple):
 NOTHING = Verdict(False, None, None, None, None)
 
 
-def verdict(optimizer, grads):
-    """What this step does around the rule, from the GradScaler's attributes (if any), the
-    optimizer's ``max_grad_norm`` and ``grads`` (every grad of the step)."""
+def verdict(optimizer):
+    """What this step does around the rule, from the GradScaler's attributes (if any) and the
+    optimizer's ``max_grad_norm`` (over every grad of the step)."""
     grad_scale = getattr(optimizer, "grad_scale", None)
     found_inf = getattr(optimizer, "found_inf", None)
     max_norm = optimizer.max_grad_norm
     if grad_scale is None and found_inf is None and max_norm is None:
         return NOTHING
+    grads = [] if max_norm is None else [p.grad for group in optimizer.param_groups
+                                         for p in group["params"] if p.grad is not None]
     on_device = any(torch.is_tensor(v) and v.device.type == "cuda"
                     for v in (grad_scale, found_inf))
     if on_device:

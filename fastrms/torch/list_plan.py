@@ -23,7 +23,7 @@ import torch
 from .. import overlaps
 from .._buffers import NAMES, PLAIN, Buffers
 from ..functional import checked_lists
-from ..rounding import offset_of
+from ..rounding import STOCHASTIC, offset_of
 from .param_state import MASTER, STATE_BUFFERS
 from .tensors import _array_of, _check_strided, _dense, _flat_run, _real
 
@@ -190,6 +190,9 @@ class Bucket:
         graph replays its tables' address, so they must outlive a later eager step whose grads
         moved; and grads that come back to earlier addresses find their launch ready."""
         stream = torch.cuda.current_stream(self.device)
+        if extras.rounding == STOCHASTIC:
+            refuse_under_capture("stochastic rounding keys each step on the host (a graph "
+                                 "would replay one step's random bits)")
         if self.launch is None:
             first, columns = self.columns.param[0], self.columns
             self.launch = self.prepared[self.table.tobytes()] = self.module.prepare_many(

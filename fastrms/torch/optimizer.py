@@ -138,8 +138,7 @@ class RMSprop(torch.optim.Optimizer):
             traced_step(self)
             return loss
         self.calls += 1
-        judged = verdict(self, [p.grad for group in self.param_groups for p in group["params"]
-                                if p.grad is not None])
+        judged = verdict(self)
         if judged.skip:  # non-finite grads: nothing written, no step counted
             self._skipped += 1
             return loss
