@@ -17,7 +17,7 @@ from fastrms.dispatch import backend_info
 SCHEMA = {"backend", "device", "variant", "mode", "dtype", "n", "bytes_per_element", "median_s",
           "gbps", "roofline_gbps", "roofline_fraction", "roofline_skipped", "speedup_vs_torch",
           "speedup_vs_numpy", "unclipped_mode", "time_vs_unclipped", "bytes_vs_unclipped",
-          "skipped", "bytes_touched", "cache_bytes", "cache_resident"}
+          "roofline_time_vs_unclipped", "skipped", "bytes_touched", "cache_bytes", "cache_resident"}
 
 
 @pytest.mark.parametrize(

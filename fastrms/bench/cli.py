@@ -61,7 +61,7 @@ def _modes(text):
 MODES_HELP = (f"comma-separated precision modes: a dtype ({', '.join(modes.DTYPES)}) with any of "
               "+master (a float32 master of a half param), +stochastic (stochastic rounding of a "
               "half param), +clip (RMSprop.step with max_grad_norm and grad_scale); "
-              f"'mixed' = {','.join(modes.MIXED)}. Default: float32, then the mixed modes on "
+              f"'mixed' = {', '.join(modes.MIXED)}. Default: float32, then the mixed modes on "
               f"{', '.join(grid.MIXED_BACKENDS)}")
 
 

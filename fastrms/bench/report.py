@@ -29,6 +29,7 @@ COLUMNS = [
 # Shown where a row has them: a clipped step's time and bytes over its unclipped step's.
 CLIP_COLUMNS = [
     ("clip time", "time_vs_unclipped", "{:.2f}x"),
+    ("clip roof", "roofline_time_vs_unclipped", "{:.2f}x"),
     ("clip bytes", "bytes_vs_unclipped", "{:.2f}x"),
 ]
 LEFT = 4  # the first LEFT columns are text, left-aligned
@@ -91,10 +92,10 @@ def legend(rows):
                      + " the cache: the step and the same-traffic kernel are timed one after the "
                      "other, and this is timing noise, not a step faster than memory")
     if any(r.get("time_vs_unclipped") is not None for r in rows):
-        lines.append("clip time, clip bytes: the +clip step (RMSprop.step with max_grad_norm and "
-                     "grad_scale: inspect_grads, then the update) over the same mode's step "
-                     "without it, in time and in bytes per element; one extra read of the grads "
-                     "costs at most the bytes ratio")
+        lines.append("clip time: the +clip step (RMSprop.step with max_grad_norm and grad_scale: "
+                     "inspect_grads, then the update) over the same mode's step without it; clip "
+                     "roof: the same ratio of their same-traffic loops (one more read of the "
+                     "grads, as fast as this machine reads); clip bytes: of their bytes per element")
     return lines
 
 

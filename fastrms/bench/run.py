@@ -109,7 +109,8 @@ def _row(backend, variant, mode, n):
                 n=n, bytes_per_element=bytes_per_element(variant, mode), median_s=None,
                 gbps=None, roofline_gbps=None, roofline_fraction=None, roofline_skipped=None,
                 speedup_vs_torch=None, speedup_vs_numpy=None, unclipped_mode=None,
-                time_vs_unclipped=None, bytes_vs_unclipped=None, skipped=None)
+                time_vs_unclipped=None, bytes_vs_unclipped=None,
+                roofline_time_vs_unclipped=None, skipped=None)
 
 
 def _measure(backend, variant, mode, n, host, repeat):
@@ -138,9 +139,12 @@ def _measure(backend, variant, mode, n, host, repeat):
 def add_clip_ratios(rows):
     """Each measured ``+clip`` row: its time and bytes per element over those of the row of the
     same backend, variant, size and mode without ``+clip`` measured last before it (or, where
-    none was, first after it), in ``time_vs_unclipped`` and ``bytes_vs_unclipped``. Clipping and
-    scaling cost at most one extra read of the grads where the time ratio is at most the bytes
-    ratio (24/20 for float32). Returns ``rows``."""
+    none was, first after it), in ``time_vs_unclipped`` and ``bytes_vs_unclipped``, and the time
+    ratio of their same-traffic loops in ``roofline_time_vs_unclipped``: what one more read of
+    the grads costs on this machine (a read-only pass need not move bytes as fast as the step's
+    loop does). Clipping and scaling cost at most one extra read of the grads where the time
+    ratio is at most that (and the bytes ratio, 24/20 for float32, where reads and writes move
+    alike). Returns ``rows``."""
     def key(row, mode):
         return row["backend"], row["variant"], row["n"], mode
 
@@ -155,8 +159,15 @@ def add_clip_ratios(rows):
         if plain is not None:
             row.update(unclipped_mode=plain["mode"],
                        time_vs_unclipped=ratio(row["median_s"], plain["median_s"]),
-                       bytes_vs_unclipped=ratio(row["bytes_per_element"], plain["bytes_per_element"]))
+                       bytes_vs_unclipped=ratio(row["bytes_per_element"], plain["bytes_per_element"]),
+                       roofline_time_vs_unclipped=ratio(_roofline_s(row), _roofline_s(plain)))
     return rows
+
+
+def _roofline_s(row):
+    """Seconds of a row's same-traffic loop(s), from its roofline GB/s (None where it has none)."""
+    roof = row.get("roofline_gbps")
+    return row["bytes_per_element"] * row["n"] / (roof * 1e9) if roof else None
 
 
 def _add_speedups(group):
