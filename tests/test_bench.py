@@ -14,9 +14,10 @@ from fastrms.bench.traffic import bytes_per_element, gbps
 from fastrms.cli import main
 from fastrms.dispatch import backend_info
 
-SCHEMA = {"backend", "device", "variant", "dtype", "n", "median_s", "gbps", "roofline_fraction",
-          "speedup_vs_torch", "speedup_vs_numpy", "skipped", "bytes_touched", "cache_bytes",
-          "cache_resident"}
+SCHEMA = {"backend", "device", "variant", "mode", "dtype", "n", "bytes_per_element", "median_s",
+          "gbps", "roofline_gbps", "roofline_fraction", "roofline_skipped", "speedup_vs_torch",
+          "speedup_vs_numpy", "unclipped_mode", "time_vs_unclipped", "bytes_vs_unclipped",
+          "roofline_time_vs_unclipped", "skipped", "bytes_touched", "cache_bytes", "cache_resident"}
 
 
 @pytest.mark.parametrize(
@@ -165,9 +166,13 @@ def test_cli_writes_json_and_plot(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out, png = tmp_path / "r.json", tmp_path / "r.png"
     code = main(["bench", "--sizes", "2^6", "--variants", "plain", "--backends", "numpy,numba",
-                     "--repeat", "1", "--json", str(out), "--plot", str(png)])
+                 "--modes", "float32,bfloat16+master", "--repeat", "1", "--json", str(out),
+                 "--plot", str(png)])
     assert code == 0
-    assert len(report.load(out)["results"]) == 2
+    results = report.load(out)["results"]
+    assert [(r["backend"], r["mode"]) for r in results] == [
+        ("numpy", "float32"), ("numba", "float32"), ("numpy", "bfloat16+master"),
+        ("numba", "bfloat16+master")]
     assert png.stat().st_size > 1000
     printed = capsys.readouterr().out
     assert "numba" in printed and "2^6" in printed
@@ -235,9 +240,14 @@ def test_half_params_get_float32_state_as_every_backend_keeps_it():
                            backend="numpy")
 
 
-def test_rows_without_a_roofline_on_their_device_are_still_measured():
-    """float16 on the CPU: Numba has no float16 roofline, yet the NumPy row is timed."""
+def test_rows_without_a_roofline_on_their_device_are_still_measured(monkeypatch):
+    """A roofline that cannot run there (e.g. a GPU one for a master): the row is still timed,
+    with the reason in the JSON."""
+    def no_roofline(*args):
+        raise runners.Skip("no roofline here")
+
+    monkeypatch.setattr(runners, "roofline_runner", no_roofline)
     rows = run.run([1024], ["plain"], ["numpy"], "float16", repeat=1)
     assert rows[0]["skipped"] is None and rows[0]["median_s"] > 0
-    assert rows[0]["roofline_fraction"] is None
+    assert rows[0]["roofline_fraction"] is None and rows[0]["roofline_skipped"] == "no roofline here"
     assert "float16" in report.table(rows)

@@ -6,7 +6,7 @@ import re
 from decimal import Decimal
 
 from .. import plotting
-from . import cache, report, run as grid, runners
+from . import cache, modes, report, run as grid, runners
 from .traffic import VARIANTS
 
 HELP = "benchmark the fused update against the memory roofline"
@@ -50,15 +50,34 @@ def _names(choices):
     return parse
 
 
+def _modes(text):
+    """``--modes``: comma-separated mode names (``fastrms.bench.modes``) or ``mixed``."""
+    try:
+        return modes.expand(text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+MODES_HELP = (f"comma-separated precision modes: a dtype ({', '.join(modes.DTYPES)}) with any of "
+              "+master (a float32 master of a half param), +stochastic (stochastic rounding of a "
+              "half param), +clip (RMSprop.step with max_grad_norm and grad_scale); "
+              f"'mixed' = {', '.join(modes.MIXED)}. Default: float32, then the mixed modes on "
+              f"{', '.join(grid.MIXED_BACKENDS)}")
+
+
 def add_arguments(p):
     """The options of ``fastrms bench`` on its subparser ``p``."""
     p.add_argument("--quick", action="store_true",
                    help=f"sizes {', '.join(report._n(n) for n in grid.QUICK_SIZES)}, variants "
-                        f"{', '.join(grid.QUICK_VARIANTS)}, 3 samples: under a minute")
+                        f"{', '.join(grid.QUICK_VARIANTS)}, then the mixed modes at "
+                        f"{', '.join(report._n(n) for n in grid.QUICK_MIXED_SIZES)}; 3 samples")
     p.add_argument("--sizes", type=_sizes, help="comma-separated element counts, e.g. 2^20,1e6,1_000")
     p.add_argument("--variants", type=_names(tuple(VARIANTS)), help="comma-separated, default all")
     p.add_argument("--backends", type=_names(runners.ALL_BACKENDS), help="comma-separated, default all")
-    p.add_argument("--dtype", default="float32", choices=("float32", "float64", "float16"))
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--dtype", choices=modes.DTYPES,
+                           help="one dtype's step only (the same as --modes DTYPE)")
+    precision.add_argument("--modes", type=_modes, help=MODES_HELP)
     p.add_argument("--repeat", type=int, help="samples per median (default 11, --quick 3)")
     p.add_argument("--json", metavar="PATH", help="write every figure and the machine to PATH")
     p.add_argument("--plot", metavar="PATH.png", help="draw GB/s against size (needs matplotlib)")
@@ -71,9 +90,9 @@ def run(args):
     if args.compare:
         print(report.compare(report.load(args.compare[0]), report.load(args.compare[1])))
         return 0
-    sizes = args.sizes or (grid.QUICK_SIZES if args.quick else grid.FULL_SIZES)
-    variants = args.variants or (grid.QUICK_VARIANTS if args.quick else tuple(VARIANTS))
-    backends = args.backends or runners.ALL_BACKENDS
+    blocks = grid.plan(args.quick, args.sizes, args.variants, args.backends, args.modes,
+                       args.dtype)
+    backends = dict.fromkeys(b for block in blocks for b in block.backends)
     repeat = args.repeat or (3 if args.quick else 11)
     if repeat < 1:
         raise SystemExit("--repeat must be at least 1")
@@ -85,7 +104,7 @@ def run(args):
     print("last-level cache: " + "; ".join(
         f"{device} {cache.mib(c.bytes) if c.bytes else 'unknown'} ({c.source})"
         for device, c in caches.items()))
-    rows = grid.run(sizes, variants, backends, args.dtype, repeat, grid.progress_bar(), caches)
+    rows = grid.run_blocks(blocks, repeat, grid.progress_bar(), caches)
     print(report.table(rows))
     if args.json:
         report.save(args.json, rows, machine)

@@ -16,14 +16,23 @@ COLUMNS = [
     ("backend", "backend", "{}"),
     ("device", "device", "{}"),
     ("variant", "variant", "{}"),
-    ("dtype", "dtype", "{}"),
+    ("mode", "mode", "{}"),
     ("n", "n", "{}"),
+    ("B/el", "bytes_per_element", "{}"),
     ("median", "median_s", None),
     ("GB/s", "gbps", "{:.1f}"),
+    ("roof GB/s", "roofline_gbps", "{:.1f}"),
     ("roofline", "roofline_fraction", "{:.2f}"),
     ("vs torch", "speedup_vs_torch", "{:.1f}x"),
     ("vs numpy", "speedup_vs_numpy", "{:.1f}x"),
 ]
+# Shown where a row has them: a clipped step's time and bytes over its unclipped step's.
+CLIP_COLUMNS = [
+    ("clip time", "time_vs_unclipped", "{:.2f}x"),
+    ("clip roof", "roofline_time_vs_unclipped", "{:.2f}x"),
+    ("clip bytes", "bytes_vs_unclipped", "{:.2f}x"),
+]
+LEFT = 4  # the first LEFT columns are text, left-aligned
 
 
 def _duration(seconds):
@@ -40,6 +49,8 @@ def _n(n):
 
 def _cell(row, key, fmt):
     value = row.get(key)
+    if key == "mode" and value is None:  # a row saved before modes: its dtype
+        value = row.get("dtype")
     if key == "roofline_fraction":  # with its mark, or a blank in the mark's place
         return ("-" if value is None else fmt.format(value)) + (mark(row) or " ")
     if value is None:
@@ -80,6 +91,11 @@ def legend(rows):
                      + ("not known to fit" if unknown else "too big for")
                      + " the cache: the step and the same-traffic kernel are timed one after the "
                      "other, and this is timing noise, not a step faster than memory")
+    if any(r.get("time_vs_unclipped") is not None for r in rows):
+        lines.append("clip time: the +clip step (RMSprop.step with max_grad_norm and grad_scale: "
+                     "inspect_grads, then the update) over the same mode's step without it; clip "
+                     "roof: the same ratio of their same-traffic loops (one more read of the "
+                     "grads, as fast as this machine reads); clip bytes: of their bytes per element")
     return lines
 
 
@@ -89,10 +105,12 @@ def table(rows):
     measured = [r for r in rows if r["skipped"] is None]
     lines = []
     if measured:
-        cells = [[h for h, _, _ in COLUMNS]] + [[_cell(r, k, f) for _, k, f in COLUMNS] for r in measured]
-        widths = [max(len(c[i]) for c in cells) for i in range(len(COLUMNS))]
+        columns = COLUMNS + (CLIP_COLUMNS if any(r.get("time_vs_unclipped") is not None
+                                                 for r in measured) else [])
+        cells = [[h for h, _, _ in columns]] + [[_cell(r, k, f) for _, k, f in columns] for r in measured]
+        widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
         for i, c in enumerate(cells):
-            lines.append("  ".join(v.rjust(w) if j >= 4 else v.ljust(w) for j, (v, w) in enumerate(zip(c, widths))))
+            lines.append("  ".join(v.rjust(w) if j >= LEFT else v.ljust(w) for j, (v, w) in enumerate(zip(c, widths))))
             if i == 0:
                 lines.append("  ".join("-" * w for w in widths))
     lines += legend(rows)
@@ -162,20 +180,27 @@ def load(path):
     return data
 
 
-KEY = ("backend", "device", "variant", "dtype", "n")
+KEY = ("backend", "device", "variant", "mode", "n")
+
+
+def _key(row):
+    """A row's identity across runs (a row saved before modes has its dtype as its mode)."""
+    return tuple(row.get(k, row.get("dtype")) for k in KEY)
 
 
 def compare(a, b):
     """Rows measured in both runs: GB/s in each and the ratio b/a, as text."""
-    index_a = {tuple(r[k] for k in KEY): r for r in a["results"] if r["skipped"] is None}
-    lines = [f"{'backend':<20} {'variant':<18} {'n':>6} {'A GB/s':>8} {'B GB/s':>8} {'B/A':>6}"]
+    index_a = {_key(r): r for r in a["results"] if r["skipped"] is None}
+    lines = [f"{'backend':<20} {'variant':<18} {'mode':<22} {'n':>6} {'A GB/s':>8} {'B GB/s':>8} "
+             f"{'B/A':>6}"]
     matched = 0
     for r in b["results"]:
-        old = index_a.get(tuple(r[k] for k in KEY))
+        old = index_a.get(_key(r))
         if old is None or r["skipped"] is not None:
             continue
         matched += 1
-        lines.append(f"{r['backend'] + ' ' + r['device']:<20} {r['variant']:<18} {_n(r['n']):>6} "
+        lines.append(f"{r['backend'] + ' ' + r['device']:<20} {r['variant']:<18} "
+                     f"{_key(r)[3]:<22} {_n(r['n']):>6} "
                      f"{old['gbps']:>8.1f} {r['gbps']:>8.1f} {r['gbps'] / old['gbps']:>6.2f}")
     if not matched:
         lines.append("(no row was measured in both runs)")
@@ -191,19 +216,24 @@ def _cache_full(rows):
 
 
 def plot(rows, path):
-    """GB/s against size, one line per backend, one panel per variant, the roofline dashed, the
-    size at which the buffers fill the cache dotted.
+    """GB/s against size, one line per backend, one panel per variant and mode (up to four panels
+    a row), the roofline dashed, the size at which the buffers fill the cache dotted.
 
     Raises ``plotting.MatplotlibMissing`` where matplotlib is not installed.
     """
-    measured = [r for r in rows if r["skipped"] is None]
+    measured = [dict(r, variant=f"{r['variant']} {_key(r)[3]}") for r in rows if r["skipped"] is None]
     variants = list(dict.fromkeys(r["variant"] for r in measured))
     panels = max(1, len(variants))
-    fig = plotting.figure((5 * panels, 4), layout=None)  # laid out by tight_layout below
-    axes = fig.subplots(1, panels, squeeze=False, sharey=True)
-    for ax, variant in zip(axes[0], variants):
+    across = min(panels, 4)
+    down = -(-panels // across)
+    fig = plotting.figure((5 * across, 4 * down), layout=None)  # laid out by tight_layout below
+    axes = fig.subplots(down, across, squeeze=False, sharey=True)
+    for ax in axes.flat[panels:]:
+        ax.set_visible(False)
+    for ax, variant in zip(axes.flat, variants):
         for device in dict.fromkeys(r["device"] for r in measured):
-            roof = [r for r in measured if r["variant"] == variant and r["device"] == device and r["backend"] in ("numba", "cupy")]
+            roof = [r for r in measured if r["variant"] == variant and r["device"] == device
+                    and r["backend"] in ("numba", "cupy") and r["roofline_gbps"]]
             if roof:
                 ax.plot([r["n"] for r in roof], [r["roofline_gbps"] for r in roof], "k--",
                         label=f"same-traffic kernel ({device})")
@@ -220,7 +250,8 @@ def plot(rows, path):
         ax.set_title(variant)
         ax.set_xlabel("elements")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].set_ylabel("GB/s (fused step's bytes)")
-    axes[0][-1].legend(fontsize=7)
+    for row_axes in axes:
+        row_axes[0].set_ylabel("GB/s (fused step's bytes)")
+    axes[0][across - 1].legend(fontsize=7)
     fig.tight_layout()
     plotting.save(fig, path)

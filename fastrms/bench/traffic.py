@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..dtypes import state_dtype
+from . import modes
 
 VARIANTS = {
     # name: (momentum buffer, grad average)
@@ -11,30 +11,46 @@ VARIANTS = {
     "centered": (False, True),
     "momentum+centered": (True, True),
 }
+MASTER_BYTES = 4  # a float32 master param
 
 
-def bytes_per_element(variant, dtype):
-    """Bytes read + written per element by one fused step.
+def _sizes(mode):
+    """(param and grad itemsize, state itemsize) of a mode (a name or a ``modes.Mode``): half
+    params keep float32 state, as every backend does."""
+    mode = modes.parse(mode)
+    param = 2 if mode.half else np.dtype(mode.dtype).itemsize
+    return param, 4 if mode.half else param
 
-    param: read + write; grad: read; each state buffer (square_avg, and the momentum buffer and
-    grad average where the variant has them): read + write. float32 plain: 4·3 + 4·2 = 20.
+
+def bytes_per_element(variant, mode):
+    """Bytes read + written per element by one fused step in ``mode`` (a dtype name is a mode).
+
+    param: read + write, or with a float32 master only written (the master read + written);
+    grad: read, and with ``+clip`` read once more (``inspect_grads``); each state buffer
+    (square_avg, and the momentum buffer and grad average where the variant has them): read +
+    write. float32 plain: 4·3 + 4·2 = 20; bfloat16 + master: 2 + 8 + 2 + 8 = 20; bfloat16 or
+    float16 without a master: 4 + 2 + 8 = 14; float32 with clipping: 20 + 4 = 24.
     """
+    m = modes.parse(mode)
     momentum, centered = VARIANTS[variant]
-    param = np.dtype(dtype).itemsize
-    state = state_dtype(dtype).itemsize
-    return 3 * param + 2 * state * (1 + momentum + centered)
+    param, state = _sizes(m)
+    moved = param + 2 * MASTER_BYTES if m.master else 2 * param
+    return moved + param * (1 + m.clip) + 2 * state * (1 + momentum + centered)
 
 
-def bytes_touched(variant, dtype):
+def bytes_touched(variant, mode):
     """Distinct bytes per element one step reads or writes (its buffers' size, each counted once):
-    param and grad, and each state buffer. float32 plain: 4·2 + 4 = 12. Where ``n`` times this
-    fits in the last-level cache, repeated steps run from the cache."""
+    param and grad, the master where there is one, and each state buffer. float32 plain:
+    4·2 + 4 = 12. Where ``n`` times this fits in the last-level cache, repeated steps run from
+    the cache."""
+    m = modes.parse(mode)
     momentum, centered = VARIANTS[variant]
-    return 2 * np.dtype(dtype).itemsize + state_dtype(dtype).itemsize * (1 + momentum + centered)
+    param, state = _sizes(m)
+    return 2 * param + MASTER_BYTES * m.master + state * (1 + momentum + centered)
 
 
-def gbps(variant, dtype, n, seconds):
-    return bytes_per_element(variant, dtype) * n / seconds / 1e9
+def gbps(variant, mode, n, seconds):
+    return bytes_per_element(variant, mode) * n / seconds / 1e9
 
 
 def ratio(numerator, denominator):

@@ -1,0 +1,114 @@
+"""The CPU rooflines of ``fastrms bench``: loops with exactly one step's loads and stores and one
+multiply-add per element, in the step's scaffolding (docs/design.md §6).
+
+One kind of loop per way a step moves its param:
+
+- ``FLOAT``: x (float32 or float64) read and written, g read, each state buffer read and
+  written: ``fastrms.cpu.kernels.same_traffic_parallel`` / ``same_traffic_serial``;
+- ``HALF``: x and g as uint16 views (float16, bfloat16), float32 state: the step without a
+  master, with either rounding (stochastic rounding moves the same bytes as nearest);
+- ``MASTER``: as ``HALF``, but the float32 master w is read and written and x only written.
+
+The half loops multiply-add in integers on the uint16 patterns: what they compute is not used,
+the bytes they move are. Each loop is its own function with its own ``__qualname__`` (numba
+issue 6845: one function jitted twice under ``cache=True`` shares a disk-cache entry). They run
+through ``fastrms.cpu.backend._run``, as a step does: serial below ``PARALLEL_FROM`` elements,
+else in parallel on the step's thread count. ``grad_read`` is the roofline of the extra read
+of the grads that clipping and loss scaling cost: ``fastrms.cpu.grad_stats.same_traffic``.
+"""
+
+import numba as nb
+import numpy as np
+
+from .backend import _run
+from .grad_stats import LANES, same_traffic as _read_words
+from .jit import compile_loop
+from .kernels import _load, _store, same_traffic_parallel, same_traffic_serial
+
+FLOAT, HALF, MASTER = "float", "half", "master"
+_MUL = np.uint16(3)  # the half loops' integer multiplier
+
+
+def half_parallel(x, g, s, b, a, k):
+    """``HALF``: reads and writes x (uint16) and the state, reads g (uint16)."""
+    c = k[0]
+    for i in nb.prange(x.size):
+        x[i] = x[i] * _MUL + g[i]
+        s[i] = s[i] * c + c
+        _store(b, i, _load(b, i, c) * c + c)
+        _store(a, i, _load(a, i, c) * c + c)
+
+
+def half_serial(x, g, s, b, a, k):
+    """``half_parallel`` on one thread."""
+    c = k[0]
+    for i in range(x.size):
+        x[i] = x[i] * _MUL + g[i]
+        s[i] = s[i] * c + c
+        _store(b, i, _load(b, i, c) * c + c)
+        _store(a, i, _load(a, i, c) * c + c)
+
+
+def master_parallel(x, g, s, b, a, w, k):
+    """``MASTER``: reads and writes w (float32) and the state, reads g and writes x (uint16)."""
+    c = k[0]
+    for i in nb.prange(x.size):
+        w[i] = w[i] * c + c
+        x[i] = g[i] * _MUL + _MUL
+        s[i] = s[i] * c + c
+        _store(b, i, _load(b, i, c) * c + c)
+        _store(a, i, _load(a, i, c) * c + c)
+
+
+def master_serial(x, g, s, b, a, w, k):
+    """``master_parallel`` on one thread."""
+    c = k[0]
+    for i in range(x.size):
+        w[i] = w[i] * c + c
+        x[i] = g[i] * _MUL + _MUL
+        s[i] = s[i] * c + c
+        _store(b, i, _load(b, i, c) * c + c)
+        _store(a, i, _load(a, i, c) * c + c)
+
+
+half_parallel = compile_loop(half_parallel, parallel=True)
+half_serial = compile_loop(half_serial)
+master_parallel = compile_loop(master_parallel, parallel=True)
+master_serial = compile_loop(master_serial)
+
+_KERNELS = {
+    (FLOAT, False): same_traffic_serial, (FLOAT, True): same_traffic_parallel,
+    (HALF, False): half_serial, (HALF, True): half_parallel,
+    (MASTER, False): master_serial, (MASTER, True): master_parallel,
+}
+
+
+def kernel(kind, parallel):
+    """The compiled loop of ``kind`` (``FLOAT``, ``HALF``, ``MASTER``), serial or parallel."""
+    return _KERNELS[kind, parallel]
+
+
+def step_pass(x, g, s, b=None, a=None, w=None, threads=None):
+    """A callable that runs one same-traffic pass over a step's buffers (NumPy arrays, written:
+    pass copies), as ``fastrms.rmsprop_update(x, g, s, momentum_buffer=b, grad_avg=a,
+    master_param=w)`` moves them; ``threads`` as for the step."""
+    x, g = x.reshape(-1), g.reshape(-1)
+    half = x.dtype.itemsize == 2
+    if half:
+        x, g = x.view(np.uint16), g.view(np.uint16)
+    k = np.array([0.5], dtype=np.float32 if half else x.dtype)
+    kind = MASTER if w is not None else HALF if half else FLOAT
+    args = (x, g, s, b, a, w, k) if kind == MASTER else (x, g, s, b, a, k)
+    n = x.size
+    return lambda: _run(kernel, kind, n, threads, args, args)
+
+
+def grad_read(g, threads=None):
+    """A callable that reads ``g``'s bytes once as ``inspect_grads``' loop does, without its math
+    (``grad_stats.same_traffic``): whole rows of ``LANES`` float32 words, so a last partial row
+    (fewer than 128 bytes) is left out; nothing to read below one row."""
+    raw = g.reshape(-1).view(np.uint8)
+    words = raw[:raw.size - raw.size % (4 * LANES)].view(np.float32)
+    if not words.size:
+        return lambda: None
+    return lambda: _read_words(words, threads)
