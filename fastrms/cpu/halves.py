@@ -59,14 +59,65 @@ def _f16_hw_out(typingctx, value):
     return types.uint16(types.float32), codegen
 
 
+def _i32(value):
+    return ir.Constant(ir.IntType(32), value)
+
+
+def _bf16_nearest_ir(builder, bits):
+    """float32 bits (i32) → bfloat16 bits (i16), nearest even, NaN quieted: ``rounding.f32_to_bf16``
+    in 32-bit operations (Numba's own integer arithmetic widens to 64 bits, half the lanes)."""
+    high = builder.lshr(bits, _i32(16))
+    rounded = builder.lshr(builder.add(builder.add(bits, _i32(0x7FFF)),
+                                       builder.and_(high, _i32(1))), _i32(16))
+    nan = builder.icmp_unsigned(">", builder.and_(bits, _i32(0x7FFFFFFF)), _i32(0x7F800000))
+    out = builder.select(nan, builder.or_(high, _i32(0x40)), rounded)
+    return builder.trunc(out, ir.IntType(16))
+
+
+@intrinsic
+def _bf16_hw_out(typingctx, value):
+    """float32 → bfloat16 bits (uint16), nearest even, in 32-bit operations."""
+    def codegen(context, builder, signature, args):
+        return _bf16_nearest_ir(builder, builder.bitcast(args[0], ir.IntType(32)))
+
+    return types.uint16(types.float32), codegen
+
+
+@intrinsic
+def _bf16_hw_stochastic(typingctx, value, random):
+    """float32 → bfloat16 bits, rounded stochastically with the uint32 ``random`` bits:
+    ``rounding.stochastic_f32`` (BFLOAT16) then nearest even, in 32-bit operations."""
+    def codegen(context, builder, signature, args):
+        bits = builder.bitcast(args[0], ir.IntType(32))
+        sign = builder.and_(bits, _i32(0x80000000))
+        magnitude = builder.and_(bits, _i32(0x7FFFFFFF))
+        moved = builder.and_(builder.add(magnitude, builder.lshr(args[1], _i32(16))),
+                             _i32(0xFFFF0000))
+        special = builder.icmp_unsigned(">=", magnitude, _i32(0x7F800000))  # inf, NaN: kept
+        return _bf16_nearest_ir(builder, builder.or_(sign, builder.select(special, magnitude,
+                                                                           moved)))
+
+    return types.uint16(types.float32, types.uint32), codegen
+
+
 @nb.njit(inline="always")
 def _same(h):
     return h
 
 
+@intrinsic
+def _bf16_hw_in(typingctx, bits):
+    """bfloat16 bits (uint16) → float32: the bits 16 places up, in 32-bit operations."""
+    def codegen(context, builder, signature, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), _i32(16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
 @nb.njit(inline="always")
 def _bf16_in(h):
-    return _as_float32(R.bf16_to_f32(h))
+    return _bf16_hw_in(h)
 
 
 @nb.njit(inline="always")
@@ -81,7 +132,7 @@ def _keep(x, key, counter):
 
 @nb.njit(inline="always")
 def _bf16_out(x, key, counter):
-    return np.uint16(R.f32_to_bf16(_bits_of(x)))
+    return _bf16_hw_out(x)
 
 
 @nb.njit(inline="always")
@@ -91,8 +142,7 @@ def _f16_out(x, key, counter):
 
 @nb.njit(inline="always")
 def _bf16_stochastic(x, key, counter):
-    r = R.random32(key, counter)
-    return np.uint16(R.f32_to_bf16(R.stochastic_f32(_bits_of(x), r, R.BFLOAT16)))
+    return _bf16_hw_stochastic(x, R.random32(key, counter))
 
 
 @nb.njit(inline="always")
