@@ -14,7 +14,10 @@ shuffles (``_lane_tree``). Written out as vector operations because Numba disabl
 vectoriser, and its loop vectoriser, held to the strict order of the float64 adds, vectorised the
 lane loop only with the lanes in memory or one dependent chain per iteration: at less than half
 the speed here (docs/grad-stats.md). Each operation is IEEE and rounded once, without fast-math
-flags or contraction, so the partials equal the NumPy reference's bit for bit. bfloat16 widens by
+flags, so the partials equal the NumPy reference's bit for bit: the one fused multiply-add,
+v·v + acc for float32 and half grads, rounds once as the reference's multiply-then-add does,
+since a widened float32 squares exactly in float64. Each row's load is preceded by a prefetch
+``PREFETCH`` bytes ahead (without it the loop fell behind the hardware prefetcher). bfloat16 widens by
 a shift of its bits, float16 by LLVM's exact ``fpext`` (F16C's ``vcvtph2ps`` on x86).
 """
 
