@@ -8,25 +8,13 @@ The host emulation of the same kernels is tested in tests/test_grad_stats.py.
 import numpy as np
 import pytest
 
-from conftest import require_cupy_device, require_torch_cuda, skip_or_fail
+from conftest import require_cupy_device, require_torch_cuda
 from fastrms.cuda import grad_stats, loader
 from fastrms.grad_stats import inspect_grads
 from native import toolchain
 from test_grad_stats import DTYPES, SCALES, SIZES, bits, grads, mixed_list
 
-ARCHS = (75, 80, 90)
-
-
-@pytest.fixture(scope="module")
-def nvrtc():
-    try:
-        from native import nvrtc
-        nvrtc.nvrtc.nvrtcVersion()
-    except (ImportError, RuntimeError) as exc:
-        skip_or_fail(f"NVRTC unavailable (pip install cuda-bindings nvidia-cuda-nvrtc): {exc}")
-    if toolchain.cuda_include_dir() is None:
-        skip_or_fail("CUDA headers (cuda_fp16.h) not found; set CUDA_PATH")
-    return nvrtc
+from test_cuda_nvrtc import ARCHS, nvrtc  # noqa: E402,F401 (the NVRTC fixture, shared)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -48,13 +48,7 @@ class HostKernels:
 
     def _signature(self, entry):
         """``[(kind, size)]``: the kernel's parameters, from its compiled signature."""
-        fn = getattr(self.lib, entry + "_signature")
-        fn.restype = ctypes.c_int
-        kinds = ctypes.create_string_buffer(MAX_PARAMETERS)
-        sizes = (ctypes.c_ulonglong * MAX_PARAMETERS)()
-        count = fn(kinds, sizes, MAX_PARAMETERS)
-        assert 0 <= count <= MAX_PARAMETERS, entry
-        return [(kinds.raw[i:i + 1].decode(), sizes[i]) for i in range(count)]
+        return signature(self.lib, entry + "_signature")
 
     def launch(self, launch, args=None):
         """Run ``launch`` (a ``plan.Launch``, or a ``plan.MultiLaunch`` with its ``args``),
@@ -102,3 +96,15 @@ class HostKernels:
                                                        launch.rule_args, lr_device,
                                                        extras.device_amp))
         return launch
+
+
+def signature(lib, name):
+    """``[(kind, size)]`` of a host-built kernel's parameters, read from ``lib``'s function
+    ``name`` (``cuda_host.h``'s signature report)."""
+    fn = getattr(lib, name)
+    fn.restype = ctypes.c_int
+    kinds = ctypes.create_string_buffer(MAX_PARAMETERS)
+    sizes = (ctypes.c_ulonglong * MAX_PARAMETERS)()
+    count = fn(kinds, sizes, MAX_PARAMETERS)
+    assert 0 <= count <= MAX_PARAMETERS, name
+    return [(kinds.raw[i:i + 1].decode(), sizes[i]) for i in range(count)]

@@ -7,7 +7,7 @@ import ctypes
 import numpy as np
 
 from fastrms.cuda import grad_stats, plan
-from native.emulation import MAX_PARAMETERS, NUMPY_KINDS, argument_bytes
+from native.emulation import NUMPY_KINDS, argument_bytes, signature
 
 HOST_LIBRARY = "libfastrms_host_grad_stats.so"
 TARGET = "fastrms_host_grad_stats"
@@ -34,13 +34,7 @@ class HostGradStats:
         return fn
 
     def _signature(self, entry):
-        fn = getattr(self.lib, f"fastrms_host_{entry}_signature")
-        fn.restype = ctypes.c_int
-        kinds = ctypes.create_string_buffer(MAX_PARAMETERS)
-        sizes = (ctypes.c_ulonglong * MAX_PARAMETERS)()
-        count = fn(kinds, sizes, MAX_PARAMETERS)
-        assert 0 <= count <= MAX_PARAMETERS, entry
-        return [(kinds.raw[i:i + 1].decode(), sizes[i]) for i in range(count)]
+        return signature(self.lib, f"fastrms_host_{entry}_signature")
 
     def launch(self, launch):
         """Run one ``grad_stats.Launch``, refusing arguments not typed as its parameters."""
