@@ -13,11 +13,9 @@ squared and added lane by lane (``_add_row``), and the lanes combine by the fixe
 shuffles (``_lane_tree``). Written out as vector operations because Numba disables LLVM's SLP
 vectoriser, and its loop vectoriser, held to the strict order of the float64 adds, vectorised the
 lane loop only with the lanes in memory or one dependent chain per iteration: at less than half
-the speed here (docs/grad-stats.md). Each operation is IEEE and rounded once, without fast-math
-flags, so the partials equal the NumPy reference's bit for bit: the one fused multiply-add,
-v·v + acc for float32 and half grads, rounds once as the reference's multiply-then-add does,
-since a widened float32 squares exactly in float64. Each row's load is preceded by a prefetch
-``PREFETCH`` bytes ahead (without it the loop fell behind the hardware prefetcher). bfloat16 widens by
+the speed here (docs/grad-stats.md). Each operation is IEEE and rounded once (v·v + acc is one
+fused multiply-add for float32 and half grads: a widened float32 squares exactly), so the
+partials equal the NumPy reference's bit for bit. Each row is prefetched ``PREFETCH`` bytes ahead. bfloat16 widens by
 a shift of its bits, float16 by LLVM's exact ``fpext`` (F16C's ``vcvtph2ps`` on x86).
 """
 
