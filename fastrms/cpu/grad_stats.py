@@ -10,13 +10,11 @@ which thread computes a chunk changes no bit.
 The 32 lane sums of a chunk are one LLVM vector, ``<32 x double>`` (four AVX-512 registers), kept
 in registers across the chunk: each row of 32 elements is loaded as one vector, widened, unscaled,
 squared and added lane by lane (``_add_row``), and the lanes combine by the fixed tree with
-shuffles (``_lane_tree``). Written out as vector operations because Numba disables LLVM's SLP
-vectoriser, and its loop vectoriser, held to the strict order of the float64 adds, vectorised the
-lane loop only with the lanes in memory or one dependent chain per iteration: at less than half
-the speed here (docs/grad-stats.md). Each operation is IEEE and rounded once (v·v + acc is one
-fused multiply-add for float32 and half grads: a widened float32 squares exactly), so the
-partials equal the NumPy reference's bit for bit. Each row is prefetched ``PREFETCH`` bytes ahead. bfloat16 widens by
-a shift of its bits, float16 by LLVM's exact ``fpext`` (F16C's ``vcvtph2ps`` on x86).
+shuffles (``_lane_tree``): Numba disables LLVM's SLP vectoriser, and its loop vectoriser ran
+this at half the speed (docs/grad-stats.md). Each operation is IEEE and rounded once (v·v + acc
+is one fused multiply-add for float32 and half grads, whose squares are exact in float64), so the
+partials equal the NumPy reference's bit for bit. Rows are prefetched ``PREFETCH`` bytes ahead.
+bfloat16 widens by a shift of its bits, float16 by LLVM's exact ``fpext`` (F16C's ``vcvtph2ps``).
 """
 
 import functools
