@@ -96,3 +96,13 @@ int signature(char* kinds, unsigned long long* sizes, int capacity, void (*)(Par
 }
 
 }  // namespace cuda_host
+
+// The two C entries of one kernel for emulation.py: its launch, and its parameters' kinds and sizes.
+#define FASTRMS_HOST_ENTRY(NAME, ...)                                                          \
+    extern "C" void fastrms_host_##NAME(unsigned grid, unsigned block, void* const* params) {  \
+        cuda_host::launch_params(grid, block, params, __VA_ARGS__);                            \
+    }                                                                                          \
+    extern "C" int fastrms_host_##NAME##_signature(char* kinds, unsigned long long* sizes,     \
+                                                   int capacity) {                             \
+        return cuda_host::signature(kinds, sizes, capacity, __VA_ARGS__);                      \
+    }

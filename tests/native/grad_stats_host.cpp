@@ -7,14 +7,7 @@
 
 #include "grad_stats_source.cu"
 
-#define GRAD_ENTRY(NAME, ...)                                                                  \
-    extern "C" void fastrms_host_##NAME(unsigned grid, unsigned block, void* const* params) {  \
-        cuda_host::launch_params(grid, block, params, __VA_ARGS__);                            \
-    }                                                                                          \
-    extern "C" int fastrms_host_##NAME##_signature(char* kinds, unsigned long long* sizes,     \
-                                                   int capacity) {                             \
-        return cuda_host::signature(kinds, sizes, capacity, __VA_ARGS__);                      \
-    }
+#define GRAD_ENTRY FASTRMS_HOST_ENTRY  // cuda_host.h: the launch and signature entries
 
 GRAD_ENTRY(grad_lane_sums_float32, fastrms::grad_lane_sums<float>)
 GRAD_ENTRY(grad_lane_sums_float64, fastrms::grad_lane_sums<double>)

@@ -12,14 +12,7 @@
 
 #include "rmsprop_source.cu"
 
-#define HOST_ENTRY(NAME, ...)                                                                  \
-    extern "C" void fastrms_host_##NAME(unsigned grid, unsigned block, void* const* params) {  \
-        cuda_host::launch_params(grid, block, params, __VA_ARGS__);                            \
-    }                                                                                          \
-    extern "C" int fastrms_host_##NAME##_signature(char* kinds, unsigned long long* sizes,     \
-                                                   int capacity) {                             \
-        return cuda_host::signature(kinds, sizes, capacity, __VA_ARGS__);                      \
-    }
+#define HOST_ENTRY FASTRMS_HOST_ENTRY  // cuda_host.h: the launch and signature entries
 
 #define HOST_BOTH(NAME, P, M, A)                                    \
     HOST_ENTRY(single_##NAME, fastrms::rmsprop_kernel<P, M, A>)     \
