@@ -27,15 +27,15 @@ work its own way and still agree.
 """
 
 import math
-import sys
 
 import numpy as np
 
 from . import dispatch
 from ._buffers import HOST
-from .dtypes import bfloat16_dtype, is_bfloat16
+from .dtypes import is_bfloat16
 from .native import native
 from .threads import check_count
+from .validate import check_real
 
 CHUNK = 4096  # elements per chunk: one partial each
 LANES = 32  # float64 lane sums per chunk
@@ -84,11 +84,7 @@ def inspect_grads(grads, grad_scale=1.0, backend="auto", threads=None):
 def unscale_factors(grad_scale):
     """``(inv32, inv64)``: ``1 / grad_scale`` in float64, and rounded once to float32; a
     TypeError or ValueError naming grad_scale unless it is a real, finite number > 0."""
-    if isinstance(grad_scale, bool) or not isinstance(grad_scale, (int, float, np.integer,
-                                                                   np.floating)):
-        raise TypeError(f"grad_scale must be a real number, got {grad_scale!r}")
-    if not (math.isfinite(grad_scale) and grad_scale > 0):
-        raise ValueError(f"grad_scale must be finite and > 0, got {grad_scale!r}")
+    check_real("grad_scale", grad_scale, positive=True)
     inv64 = 1.0 / float(grad_scale)
     return np.float32(inv64), inv64
 
@@ -120,13 +116,6 @@ def _native(g, name):
     """One grad as a NumPy or CuPy array over its memory (it is only read)."""
     if getattr(g, "requires_grad", False):  # a torch tensor in autograd's graph: only read
         g = g.detach()
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(g, torch.Tensor) and g.device.type == "cpu" \
-            and g.dtype == torch.bfloat16:  # NumPy has no bfloat16: its bits, zero-copy
-        bfloat16 = bfloat16_dtype()
-        if bfloat16 is None:
-            raise TypeError(f"{name}: bfloat16 tensors need the ml_dtypes package")
-        return g.view(torch.int16).numpy().view(bfloat16), HOST
     try:
         return native(g, name)
     except ValueError as exc:  # a read-only GPU buffer: refused for writing, fine for reading

@@ -44,6 +44,18 @@ def _select(cond, a, b):
     return (a & mask) | (b & ~mask)
 
 
+def counters(offsets, n):
+    """uint64 ``[n]``: the counter of element 0 of each of ``n`` buffer sets from
+    ``Extras.offsets`` (one int per set; a single int only for one set, or 0 for all)."""
+    if isinstance(offsets, (int, np.integer)):
+        if offsets and n != 1:
+            raise ValueError(f"one counter offset for {n} tensors: pass one per tensor")
+        offsets = [offsets] * n
+    if len(offsets) != n:
+        raise ValueError(f"{len(offsets)} counter offsets for {n} tensors")
+    return np.array([int(o) for o in offsets], np.uint64)
+
+
 def offset_of(position, start=0):
     """The counter of element ``start`` of the tensor at ``position`` in its param group: what
     ``rmsprop_update(offset=)`` takes for that tensor (or a shard of it from ``start`` on)."""

@@ -50,7 +50,7 @@ else:
     os.register_at_fork(after_in_child=_after_fork_in_child)
     from numba.np.ufunc import parallel as _numba_parallel
 
-    from ..rounding import FLOAT, NEAREST
+    from ..rounding import FLOAT, NEAREST, counters
     from ..threads import KeepOpenMPThreads
     from ..threads import resolve as resolve_threads
     from .kernels import rmsprop_kernel
@@ -86,7 +86,7 @@ def update_many(columns, rule, step, table, sizes, threads=None, extras=PLAIN):
     ``columns`` is a ``Buffers`` of lists of validated, C-contiguous NumPy arrays of one dtype
     (``momentum_buffer``, ``grad_avg`` and ``master_param`` are None where absent); ``table``
     holds their data addresses (int64 ``[len, 6]``, 0 where absent) and ``sizes`` their element
-    counts (int64). ``extras.offsets``: one counter per buffer set (or one int for all).
+    counts (int64). ``extras.offsets``: one counter per buffer set (``rounding.counters``).
     """
     dtype = columns.param[0].dtype
     state = rule.state_dtype(dtype)
@@ -97,9 +97,7 @@ def update_many(columns, rule, step, table, sizes, threads=None, extras=PLAIN):
     likes = (_empty(np.uint16) if fmt != FLOAT else s_like, s_like,
              *(s_like if c is not None else None
                for c in (columns.momentum_buffer, columns.grad_avg, columns.master_param)))
-    offsets = extras.offsets
-    offsets = np.asarray([offsets] * len(sizes) if np.isscalar(offsets) else offsets,
-                         dtype=np.uint64)
+    offsets = counters(extras.offsets, len(sizes))
     key = np.uint64(extras.key)
     n = int(sizes.sum())
     serial = (table, sizes, _no_chunks, k, likes, key, offsets)

@@ -16,7 +16,7 @@ import numpy as np
 from .. import rule as R
 from .._buffers import PLAIN
 from ..dtypes import state_dtype
-from ..rounding import NEAREST, STOCHASTIC
+from ..rounding import NEAREST, STOCHASTIC, counters
 
 COMPUTE = "compute"  # a field of the compute type T
 # rmsprop.cu's RuleArgs<T>, field for field: (name, element type, count; None: not an array). The
@@ -82,15 +82,8 @@ def effective(extras, param_dtype):
 
 
 def counter_offsets(offsets, n):
-    """int64 ``[n]``: the stochastic-rounding counter of element 0 of each of ``n`` buffer sets
-    (``Extras.offsets``: one int per set; 0 for all zeros), its uint64 bits."""
-    if isinstance(offsets, (int, np.integer)):
-        if offsets and n != 1:
-            raise ValueError(f"one counter offset for {n} tensors: pass one per tensor")
-        offsets = [offsets] * n
-    if len(offsets) != n:
-        raise ValueError(f"{len(offsets)} counter offsets for {n} tensors")
-    return np.array([int(o) for o in offsets], np.uint64).view(np.int64)
+    """int64 ``[n]``: ``rounding.counters`` as the device tables hold them (their uint64 bits)."""
+    return counters(offsets, n).view(np.int64)
 
 
 def _cxx_type(dtype):
