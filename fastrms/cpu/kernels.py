@@ -149,8 +149,9 @@ def _parallel_loop(x, g, s, b, a, w, k, key, offset):
               kt, MODES, key, offset + np.uint64(lo))
 
 
-def same_traffic_parallel(x, g, s, b, a, k):
-    """The roofline: the step's exact memory traffic with one multiply-add per element."""
+def same_traffic(x, g, s, b, a, k):
+    """The roofline: the step's exact memory traffic with one multiply-add per element
+    (compiled serial and parallel by ``fastrms.cpu.same_traffic``: prange runs as range there)."""
     c = k[0]
     for i in nb.prange(x.size):
         gi = g[i]
@@ -158,20 +159,3 @@ def same_traffic_parallel(x, g, s, b, a, k):
         s[i] = s[i] * c + gi
         _store(b, i, _load(b, i, gi) * c + gi)
         _store(a, i, _load(a, i, gi) * c + gi)
-
-
-same_traffic_parallel = compile_loop(same_traffic_parallel, parallel=True)
-
-
-def same_traffic_serial(x, g, s, b, a, k):
-    """``same_traffic_parallel`` on one thread, for the small sizes the serial loop serves."""
-    c = k[0]
-    for i in range(x.size):
-        gi = g[i]
-        x[i] = x[i] * c + gi
-        s[i] = s[i] * c + gi
-        _store(b, i, _load(b, i, gi) * c + gi)
-        _store(a, i, _load(a, i, gi) * c + gi)
-
-
-same_traffic_serial = compile_loop(same_traffic_serial)

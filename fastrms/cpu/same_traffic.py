@@ -4,14 +4,15 @@ multiply-add per element, in the step's scaffolding (docs/design.md §6).
 One kind of loop per way a step moves its param:
 
 - ``FLOAT``: x (float32 or float64) read and written, g read, each state buffer read and
-  written: ``fastrms.cpu.kernels.same_traffic_parallel`` / ``same_traffic_serial``;
+  written: ``fastrms.cpu.kernels.same_traffic``;
 - ``HALF``: x and g as uint16 views (float16, bfloat16), float32 state: the step without a
   master, with either rounding (stochastic rounding moves the same bytes as nearest);
 - ``MASTER``: as ``HALF``, but the float32 master w is read and written and x only written.
 
 The half loops multiply-add in integers on the uint16 patterns: what they compute is not used,
-the bytes they move are. Each loop is its own function with its own ``__qualname__`` (numba
-issue 6845: one function jitted twice under ``cache=True`` shares a disk-cache entry). They run
+the bytes they move are. Each loop is written once and compiled serial and parallel, each under
+its own ``__qualname__`` (numba issue 6845: one function jitted twice under ``cache=True`` shares
+a disk-cache entry). They run
 through ``fastrms.cpu.backend._run``, as a step does: serial below ``PARALLEL_FROM`` elements,
 else in parallel on the step's thread count. ``grad_read`` is the roofline of the extra read
 of the grads that clipping and loss scaling cost: ``fastrms.cpu.grad_stats.same_traffic``.
@@ -23,13 +24,13 @@ import numpy as np
 from .backend import _run
 from .grad_stats import LANES, same_traffic as _read_words
 from .jit import compile_loop
-from .kernels import _load, _store, same_traffic_parallel, same_traffic_serial
+from .kernels import _load, _store, same_traffic, specialised
 
 FLOAT, HALF, MASTER = "float", "half", "master"
 _MUL = np.uint16(3)  # the half loops' integer multiplier
 
 
-def half_parallel(x, g, s, b, a, k):
+def half(x, g, s, b, a, k):
     """``HALF``: reads and writes x (uint16) and the state, reads g (uint16)."""
     c = k[0]
     for i in nb.prange(x.size):
@@ -39,17 +40,7 @@ def half_parallel(x, g, s, b, a, k):
         _store(a, i, _load(a, i, c) * c + c)
 
 
-def half_serial(x, g, s, b, a, k):
-    """``half_parallel`` on one thread."""
-    c = k[0]
-    for i in range(x.size):
-        x[i] = x[i] * _MUL + g[i]
-        s[i] = s[i] * c + c
-        _store(b, i, _load(b, i, c) * c + c)
-        _store(a, i, _load(a, i, c) * c + c)
-
-
-def master_parallel(x, g, s, b, a, w, k):
+def master(x, g, s, b, a, w, k):
     """``MASTER``: reads and writes w (float32) and the state, reads g and writes x (uint16)."""
     c = k[0]
     for i in nb.prange(x.size):
@@ -60,27 +51,12 @@ def master_parallel(x, g, s, b, a, w, k):
         _store(a, i, _load(a, i, c) * c + c)
 
 
-def master_serial(x, g, s, b, a, w, k):
-    """``master_parallel`` on one thread."""
-    c = k[0]
-    for i in range(x.size):
-        w[i] = w[i] * c + c
-        x[i] = g[i] * _MUL + _MUL
-        s[i] = s[i] * c + c
-        _store(b, i, _load(b, i, c) * c + c)
-        _store(a, i, _load(a, i, c) * c + c)
-
-
-half_parallel = compile_loop(half_parallel, parallel=True)
-half_serial = compile_loop(half_serial)
-master_parallel = compile_loop(master_parallel, parallel=True)
-master_serial = compile_loop(master_serial)
-
-_KERNELS = {
-    (FLOAT, False): same_traffic_serial, (FLOAT, True): same_traffic_parallel,
-    (HALF, False): half_serial, (HALF, True): half_parallel,
-    (MASTER, False): master_serial, (MASTER, True): master_parallel,
-}
+# Each loop compiled serial (prange runs as range) and parallel, each under its own name.
+_KERNELS = {(kind, parallel): compile_loop(
+                specialised(loop, f"{loop.__name__}_{'parallel' if parallel else 'serial'}"),
+                parallel)
+            for kind, loop in ((FLOAT, same_traffic), (HALF, half), (MASTER, master))
+            for parallel in (False, True)}
 
 
 def kernel(kind, parallel):
