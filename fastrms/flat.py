@@ -28,10 +28,12 @@ class FlatBuffer:
 
     Attributes: ``data`` (the 1-D buffer), ``views``, ``grad`` (a zeroed buffer of the same
     layout), ``grad_views``, ``shapes``, ``offsets`` (element offsets of the segments), ``size``
-    (elements of the buffer, padding included), ``align`` (bytes).
+    (elements of the buffer, padding included), ``align`` (bytes). ``multiple``: the buffer's
+    size is rounded up to a multiple of that many elements (zeros at the end), so that it splits
+    into equal shards (``fastrms.torch.ShardedRMSprop``).
     """
 
-    def __init__(self, arrays, align=64):
+    def __init__(self, arrays, align=64, multiple=1):
         arrays = list(arrays)
         if not arrays:
             raise ValueError("FlatBuffer needs at least one array")
@@ -56,7 +58,9 @@ class FlatBuffer:
         for a in arrays:
             self.offsets.append(offset)
             offset += -(-_numel(a) // step) * step  # round each segment up to the alignment
-        self.size = offset
+        if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+            raise ValueError(f"multiple must be a positive int, got {multiple!r}")
+        self.size = -(-offset // multiple) * multiple
         self.data = self.new_buffer()
         self.views = self.views_of(self.data)
         self.gather(arrays, self.data)

@@ -97,6 +97,14 @@ def test_refuses_mixed_or_bad_input():
         FlatBuffer([])
     with pytest.raises(TypeError, match="NumPy, CuPy and torch"):
         FlatBuffer([[1.0, 2.0]])
+    with pytest.raises(ValueError, match="multiple must be a positive int"):
+        FlatBuffer([np.zeros(3, np.float32)], multiple=0)
+
+
+def test_multiple_pads_the_buffer_into_equal_shards():
+    flat = FlatBuffer([np.ones(5, np.float32), np.ones(300, np.float32)], multiple=3 * 256)
+    assert flat.size == 768 and flat.offsets == [0, 16]
+    assert flat.data[16 + 300:].sum() == 0 and flat.data.sum() == 305
 
 
 def test_torch_tensors_pack_into_a_torch_buffer():

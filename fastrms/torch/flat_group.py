@@ -67,21 +67,8 @@ class _FlatGroup:
                 state[name] = view
 
     def gather_grads(self):
-        """The indices of the params with a gradient, each gradient checked and moved into the
-        flat gradient buffer if autograd allocated it elsewhere. One pass: it runs every step.
-        """
-        with_grad = []
-        for j, (p, view) in enumerate(zip(self.params, self.flat.grad_views)):
-            grad = p.grad
-            if grad is None:
-                continue
-            if grad is not view:
-                _checked_grad(p)
-                if grad.data_ptr() != view.data_ptr() or grad.shape != view.shape:
-                    view.copy_(grad)
-                    p.grad = view
-            with_grad.append(j)
-        return with_grad
+        """The indices of the params with a gradient, moved into the flat gradient buffer."""
+        return gather_grads(self.params, self.flat.grad_views)
 
     def call(self, rule, group, with_grad, names, lists=False):
         """The ``_Call`` that steps the params ``with_grad`` (all: one whole-buffer call, unless
@@ -120,3 +107,21 @@ class _FlatGroup:
             if t.numel() == self.flat.size:
                 self.natives[key] = array
         return array
+
+
+def gather_grads(params, grad_views):
+    """The indices of ``params`` with a gradient, each gradient checked and moved into its view
+    in ``grad_views`` (re-pointing ``p.grad`` there) if autograd allocated it elsewhere. One pass:
+    it runs every step."""
+    with_grad = []
+    for j, (p, view) in enumerate(zip(params, grad_views)):
+        grad = p.grad
+        if grad is None:
+            continue
+        if grad is not view:
+            _checked_grad(p)
+            if grad.data_ptr() != view.data_ptr() or grad.shape != view.shape:
+                view.copy_(grad)
+                p.grad = view
+        with_grad.append(j)
+    return with_grad

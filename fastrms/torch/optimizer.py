@@ -257,6 +257,9 @@ class RMSprop(torch.optim.Optimizer):
     def load_state_dict(self, state_dict):
         """Load ours (any format up to ``FORMAT``, flat or not) or torch.optim.RMSprop's."""
         info = state_dict.get("fastrms", {"format": 0})
+        if "sharded" in info:
+            raise ValueError("this is one rank's shard of a ShardedRMSprop state dict: load a "
+                             "consolidated one (ShardedRMSprop.consolidate_state_dict)")
         if info.get("format", 0) > FORMAT:
             raise ValueError(
                 f"state dict format {info['format']} was written by a newer fastrms "
@@ -276,7 +279,6 @@ class RMSprop(torch.optim.Optimizer):
                     self._flatten_group(index)
 
 
-
 def _copy_of(value):
     """``value`` with its tensors cloned, dicts looked into (entries that are not a param's state,
     like a hook's ``state["test"] = 1``, are kept as they are)."""
@@ -285,8 +287,6 @@ def _copy_of(value):
     if isinstance(value, dict):
         return {key: _copy_of(v) for key, v in value.items()}
     return value
-
-
 
 
 def _step_device(group, device_steps=False):

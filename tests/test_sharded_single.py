@@ -1,0 +1,133 @@
+"""fastrms.torch.ShardedRMSprop in this process (a gloo group of one rank): what it refuses, and
+that a refused call writes nothing; and the torchrun example, run by torchrun on 2 ranks."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available():
+    pytest.skip("torch.distributed is not available", allow_module_level=True)
+
+from fastrms.torch import RMSprop, ShardedRMSprop  # noqa: E402
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+
+
+def test_it_needs_torch_distributed_initialised():
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this process")
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        ShardedRMSprop(mlp().parameters())
+
+
+@pytest.fixture
+def group(tmp_path):
+    dist.init_process_group("gloo", rank=0, world_size=1,
+                            store=dist.FileStore(str(tmp_path / "store"), 1))
+    yield
+    dist.destroy_process_group()
+
+
+def _train(model, opt, steps=4, drop_at=2):
+    for step in range(steps):
+        opt.zero_grad()
+        model(torch.ones(4, 3) * (step + 1)).square().mean().backward()
+        if step == drop_at:
+            model[2].bias.grad = None  # not stepped, not counted
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_one_rank_equals_fastrms_rmsprop_bit_for_bit(group):
+    options = dict(lr=1e-2, momentum=0.9, centered=True)
+    model, ref = mlp(), mlp()
+    opt = ShardedRMSprop(model.parameters(), **options)
+    ref_opt = RMSprop(ref.parameters(), **options)
+    assert all(torch.equal(a, b) for a, b in zip(_train(model, opt), _train(ref, ref_opt)))
+    whole = opt.consolidate_state_dict()
+    assert [float(s["step"]) for s in whole["state"].values()] == [4, 4, 4, 3]
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(timeout=0), ValueError, "timeout must be a positive"),
+    (dict(timeout="1"), ValueError, "timeout must be a positive"),
+    (dict(collectives=("all_reduce", "scatter")), ValueError, "collectives must be"),
+    (dict(capturable=True), ValueError, "capturable=True is not supported by ShardedRMSprop"),
+    (dict(differentiable=True), ValueError, "differentiable=True is not supported"),
+    (dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+])
+def test_bad_arguments_name_themselves(group, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ShardedRMSprop(mlp().parameters(), **kwargs)
+
+
+def test_complex_params_and_late_groups_are_refused(group):
+    with pytest.raises(TypeError, match="complex"):
+        ShardedRMSprop([torch.nn.Parameter(torch.zeros(3, dtype=torch.complex64))])
+    opt = ShardedRMSprop(mlp().parameters())
+    with pytest.raises(NotImplementedError, match="after construction"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(2))]})
+    with pytest.raises(ValueError, match="to must be a rank"):
+        opt.consolidate_state_dict(to=1)
+
+
+def test_moved_params_are_refused_at_the_step(group):
+    model = mlp()
+    opt = ShardedRMSprop(model.parameters())
+    model[0].weight.data = model[0].weight.data.clone()  # what model.to(...) does
+    model(torch.ones(1, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match="moved out of its flat buffers"):
+        opt.step()
+
+
+def test_state_dicts_that_do_not_fit_are_refused_and_nothing_is_written(group):
+    model = mlp()
+    opt = ShardedRMSprop(model.parameters(), momentum=0.9)
+    _train(model, opt)
+    before = opt.state_dict()
+    whole = opt.consolidate_state_dict()
+    whole["state"][3]["square_avg"] = torch.zeros(7)  # the bias has 2 elements
+    with pytest.raises(ValueError, match="the state 'square_avg' of param 3 has 7 elements"):
+        opt.load_state_dict(whole)
+    other = dict(before, fastrms={"format": 1, "sharded": {"world_size": 2, "rank": 1}})
+    with pytest.raises(ValueError, match="rank 1's shard of 2 ranks"):
+        opt.load_state_dict(other)
+    after = opt.state_dict()
+    for a, b in zip(before["shards"], after["shards"]):
+        assert torch.equal(a["step"], b["step"])
+        assert all(torch.equal(a["state"][n], b["state"][n]) for n in a["state"])
+    # one rank's shard is refused by the unsharded optimizers rather than loaded as empty
+    with pytest.raises(ValueError, match="consolidated"):
+        RMSprop(mlp().parameters()).load_state_dict(before)
+    with pytest.raises(KeyError):
+        torch.optim.RMSprop(mlp().parameters()).load_state_dict(before)
+
+
+def test_the_example_trains_under_torchrun_and_its_state_loads_into_torch(tmp_path):
+    """examples/sharded_training.py, as the README runs it (torchrun, 2 ranks, this machine)."""
+    saved = tmp_path / "saved.pt"
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(ROOT / "examples" / "sharded_training.py"), "--steps", "60", "--save", str(saved)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    losses = [float(line.split()[3]) for line in run.stdout.splitlines()
+              if line.startswith("step")]
+    assert len(losses) == 3 and losses[-1] < losses[0] / 5
+    checkpoint = torch.load(saved, weights_only=True)
+    model = torch.nn.Sequential(torch.nn.Linear(1, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64),
+                                torch.nn.Tanh(), torch.nn.Linear(64, 1))
+    model.load_state_dict(checkpoint["model"])
+    opt = torch.optim.RMSprop(model.parameters(), lr=3e-3, momentum=0.9)
+    opt.load_state_dict(checkpoint["optimizer"])
+    assert [float(s["step"]) for s in opt.state.values()] == [60.0] * 6
