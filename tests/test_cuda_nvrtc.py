@@ -36,6 +36,7 @@ def test_every_instance_compiles_with_cupys_flags(nvrtc, arch):
     lowered, cubin, log = nvrtc.compile_instances(loader.source(), loader.OPTIONS, names, arch,
                                                   toolchain.cuda_include_dir())
     assert "warning" not in log.lower(), log
+    assert b"  "[:1][0] == 0x20  # NVRTC wrote into no bytes object the interpreter shares
     assert sorted(lowered) == sorted(names)
     assert len(set(lowered.values())) == 32  # 16 + 16 distinct kernels, each in the cubin
     for name, mangled in lowered.items():

@@ -35,16 +35,19 @@ def compile_instances(source, options, names, arch, include_dir):
         flags = [*options, *CUPY_ADDED, f"-arch=sm_{arch}", f"-I{include_dir}"]
         status, = nvrtc.nvrtcCompileProgram(program, len(flags), [f.encode() for f in flags])
         size = _check(nvrtc.nvrtcGetProgramLogSize(program))
-        log = b" " * size
+        # Buffers NVRTC writes into are bytearrays: ``b" " * size`` is, for size 1 (an empty
+        # log), the interpreter's shared b" ", which NVRTC overwrote with b"\0" for the whole
+        # process (torch.load then read every pickled 32 as 0).
+        log = bytearray(size)
         _check(nvrtc.nvrtcGetProgramLog(program, log))
-        log = log.rstrip(b"\0").decode(errors="replace")
+        log = bytes(log).rstrip(b"\0").decode(errors="replace")
         if status != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             raise NvrtcError(f"{status.name}\n{log}")
         lowered = {name: _check(nvrtc.nvrtcGetLoweredName(program, name.encode())).decode()
                    for name in names}
         size = _check(nvrtc.nvrtcGetCUBINSize(program))
-        cubin = b" " * size
+        cubin = bytearray(size)
         _check(nvrtc.nvrtcGetCUBIN(program, cubin))
-        return lowered, cubin, log
+        return lowered, bytes(cubin), log
     finally:
         nvrtc.nvrtcDestroyProgram(program)
