@@ -208,6 +208,67 @@ def emulate(steps, slices, start=None):
     return [p.detach().clone() for p in model.parameters()], opt, model
 
 
+CLIP = 0.1  # max_norm of the GradScaler run: below the grads' norm, so that it clips
+
+
+def scaled_backward(model, scaler, step, rank, world):
+    """This rank's slice, its loss scaled; at step 3 rank 1's loss is infinite (so its grads)."""
+    x, y = data(step)
+    share = BATCH // world
+    rows = slice(rank * share, (rank + 1) * share)
+    loss = torch.nn.functional.mse_loss(model(x[rows]), y[rows])
+    if step == 3 and rank == 1:
+        loss = loss * float("inf")
+    scaler.scale(loss).backward()
+
+
+def scaler_step(model, opt, scaler):
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+    scaler.step(opt)
+    scaler.update()
+    return scaler.get_scale()
+
+
+def with_grad_scaler(rank, world, out, steps):
+    """GradScaler and clip_grad_norm_ after reduce_gradients (no DDP)."""
+    from fastrms.torch import ShardedRMSprop
+
+    model = mlp()
+    opt = ShardedRMSprop(model.parameters(), timeout=TIMEOUT, **OPTIONS)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scales = []
+    for step in range(steps):
+        opt.zero_grad()
+        scaled_backward(model, scaler, step, rank, world)
+        opt.reduce_gradients()  # every rank's scaler sees the same mean
+        scales.append(scaler_step(model, opt, scaler))
+    torch.save({"params": [p.detach().clone() for p in model.parameters()], "scales": scales},
+               os.path.join(out, f"rank{rank}.pt"))
+
+
+def emulate_grad_scaler(steps, world):
+    """One process: the slices' scaled gradients averaged, then the same GradScaler steps with
+    fastrms.torch.RMSprop."""
+    from fastrms.torch import RMSprop
+
+    model = mlp()
+    opt = RMSprop(model.parameters(), **OPTIONS)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scales = []
+    for step in range(steps):
+        total = None
+        for rank in range(world):
+            model.zero_grad()
+            scaled_backward(model, scaler, step, rank, world)
+            grads = [p.grad.clone() for p in model.parameters()]
+            total = grads if total is None else [a + b for a, b in zip(total, grads)]
+        for p, g in zip(model.parameters(), total):
+            p.grad = g / world
+        scales.append(scaler_step(model, opt, scaler))
+    return [p.detach().clone() for p in model.parameters()], scales
+
+
 def bad_input(rank, world, out):
     """Params that differ across ranks, then a rank that raises mid-training."""
     from fastrms.torch import ShardedRMSprop

@@ -122,6 +122,19 @@ def test_state_per_rank_is_one_world_th_of_the_unsharded_state(runs, name, world
         assert r["own_roundtrip"]
 
 
+def test_grad_scaler_and_clipping_after_reduce_gradients(tmp_path):
+    """With ``reduce_gradients()`` before ``scaler.step``, every rank's GradScaler sees the same
+    mean: an inf on one rank skips the step on all (the scale halves everywhere), and
+    ``clip_grad_norm_`` clips by the global norm: bit for bit one process's run at 2 ranks."""
+    error = ranks.spawn(ranks.with_grad_scaler, 2, str(tmp_path), 8)
+    assert error is None, error
+    expected, scales = ranks.emulate_grad_scaler(8, 2)
+    assert scales[3] == scales[2] / 2  # the inf at step 3 was seen
+    for r in (torch.load(tmp_path / f"rank{r}.pt") for r in range(2)):
+        assert r["scales"] == scales
+        assert _equal(r["params"], expected)
+
+
 def test_mismatched_params_and_a_failing_rank_give_clear_errors(tmp_path):
     """Params that differ across ranks: a ValueError on every rank naming the first mismatch.
     A rank that raises mid-training: the other's step raises within the timeout, no hang."""

@@ -48,6 +48,7 @@ class ShardedRMSprop(torch.optim.Optimizer):
         self.backend = backend
         self.threads = None if threads is None else check_count(threads)
         self._buckets = None  # per param group: its Buckets (built once every group is known)
+        self._reduced = None  # the flags of reduce_gradients, until the step that uses them
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
                         weight_decay=weight_decay, capturable=capturable, foreach=foreach,
                         maximize=maximize, differentiable=differentiable)
@@ -105,22 +106,20 @@ class ShardedRMSprop(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """One step on every rank (a collective: every rank must call it): reduce the
-        gradients, update this rank's shards, gather the params. Params with a gradient on no
-        rank are not stepped (as torch skips params whose grad is None)."""
+        gradients (unless ``reduce_gradients`` did), update this rank's shards, gather the
+        params. Params with a gradient on no rank are not stepped (as torch skips them)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        buckets = self._all_buckets()
-        if not all(b.current() for b in buckets):
-            raise RuntimeError("ShardedRMSprop's params moved out of its flat buffers (say, by "
-                               "model.to(...)): construct the optimizer after moving the model")
+        buckets = self._current_buckets()
         rules = [_check_group(group, False) for group in self.param_groups]
-        flags = torch.cat([b.gather_grads() for b in buckets])
-        if self._coll.world > 1:
-            flags = flags.to(self._coll.device)
-            self._coll.any(flags, "the exchange of which params have gradients")
-        flags = flags.tolist()
+        if self._reduced is None:
+            flags, reduce = self._exchange_flags(buckets), self.reduce_grads
+        else:  # reduce_gradients ran: its flags, and the grads as they are now
+            for bucket in buckets:
+                bucket.gather_grads()
+            flags, reduce, self._reduced = self._reduced, False, None
         threads = resolve_threads(self.threads, framework=torch.get_num_threads())
         at = 0
         for group, rule, group_buckets in zip(self.param_groups, rules, self._buckets):
@@ -128,13 +127,55 @@ class ShardedRMSprop(torch.optim.Optimizer):
                 stepped = flags[at:at + len(bucket.params)]
                 at += len(bucket.params)
                 if any(stepped):
-                    self._step_bucket(bucket, group, rule, stepped, threads)
+                    self._step_bucket(bucket, rule, stepped, threads, reduce)
         return loss
 
-    def _step_bucket(self, bucket, group, rule, stepped, threads):
+    @torch.no_grad()
+    def reduce_gradients(self):
+        """Average the gradients over the ranks now, in every rank's whole gradient (one
+        all_reduce per bucket), for what reads them before ``step()``: torch.amp.GradScaler's
+        unscale and inf check, ``clip_grad_norm_``. Every param with a gradient on some rank then
+        has it (``p.grad``, a view of the flat gradient) on every rank, and the next ``step()``
+        reduces nothing. A collective: every rank must call it."""
+        buckets = self._current_buckets()
+        flags, world = self._exchange_flags(buckets), self._coll.world
+        at = 0
+        for bucket in buckets:
+            if world > 1 and self.reduce_grads:
+                self._coll.reduce("all_reduce", bucket.flat.grad, None)
+                bucket.flat.grad.div_(world)
+            for p, view, on in zip(bucket.params, bucket.flat.grad_views,
+                                   flags[at:at + len(bucket.params)]):
+                if on:
+                    p.grad = view
+            at += len(bucket.params)
+        self._reduced = flags
+
+    def zero_grad(self, set_to_none=True):
+        """torch's; it also forgets a ``reduce_gradients`` whose step was skipped (by a
+        GradScaler that found infs), so that the next step reduces its own gradients."""
+        self._reduced = None
+        super().zero_grad(set_to_none)
+
+    def _current_buckets(self):
+        buckets = self._all_buckets()
+        if not all(b.current() for b in buckets):
+            raise RuntimeError("ShardedRMSprop's params moved out of its flat buffers (say, by "
+                               "model.to(...)): construct the optimizer after moving the model")
+        return buckets
+
+    def _exchange_flags(self, buckets):
+        """Move the grads into the flat buffers; a flag per param: has a gradient on some rank."""
+        flags = torch.cat([b.gather_grads() for b in buckets])
+        if self._coll.world > 1:
+            flags = flags.to(self._coll.device)
+            self._coll.any(flags, "the exchange of which params have gradients")
+        return flags.tolist()
+
+    def _step_bucket(self, bucket, rule, stepped, threads, reduce):
         world = self._coll.world
         reduction, gather = plan_for(self.collectives, bucket.shard.device, self._coll.group)
-        if world > 1 and self.reduce_grads:
+        if world > 1 and reduce:
             self._coll.reduce(reduction, bucket.flat.grad, bucket.shard_grad)
             bucket.shard_grad.div_(world)  # the mean, correctly rounded, of this shard only
         param, grad, square_avg, momentum_buffer, grad_avg, master = bucket.columns(
