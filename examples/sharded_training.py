@@ -45,7 +45,8 @@ def main():
 
     share = args.batch // world
     for step in range(args.steps):
-        batch = torch.randint(0, len(x), (args.batch,), generator=torch.Generator().manual_seed(step))
+        seed = torch.Generator().manual_seed(step)  # the same global batch on every rank
+        batch = torch.randint(0, len(x), (args.batch,), generator=seed)
         mine = batch[rank * share:(rank + 1) * share].to(device)  # this rank's slice
         opt.zero_grad(set_to_none=False)  # backward accumulates into the flat gradient buffer
         loss = torch.nn.functional.mse_loss(model(x[mine]), y[mine])

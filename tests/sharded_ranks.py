@@ -279,6 +279,10 @@ def bad_input(rank, world, out):
         ShardedRMSprop(model.parameters(), timeout=TIMEOUT)
     except ValueError as error:
         result["mismatch"] = str(error)
+    try:
+        ShardedRMSprop(list(model.parameters())[:6 - rank], timeout=TIMEOUT)
+    except ValueError as error:
+        result["count"] = str(error)
     model = mlp()
     opt = ShardedRMSprop(model.parameters(), timeout=TIMEOUT)
     for step in range(3):

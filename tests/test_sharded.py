@@ -144,5 +144,6 @@ def test_mismatched_params_and_a_failing_rank_give_clear_errors(tmp_path):
     for r in results:
         assert "param 0 is a torch.float32 param of shape (256, 32)" in r["mismatch"]
         assert "shape (128, 32) on the cpu in group 0 on rank 1" in r["mismatch"]
+        assert "rank 1 has 5 params and rank 0 6" in r["count"]
     assert "ShardedRMSprop" in results[0]["failure"] and "rank 0 of 2" in results[0]["failure"]
     assert results[0]["seconds"] < ranks.TIMEOUT + 5

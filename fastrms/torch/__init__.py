@@ -24,9 +24,10 @@ copies), ``step_plan`` (the unflattened step, planned), ``views`` (``_Call``: on
 call and its step counts), ``flat_group`` (``_FlatGroup``: ``flatten=True``), ``param_state`` (a
 param's state as torch lays it out, step counters), ``tensors`` (tensors as arrays and flat runs,
 the checks on params and grads), ``ops`` (the torch operator), ``traced_step`` (the step as
-``torch.compile`` traces it), ``sharded``, ``shards``, ``collectives`` and ``sharded_state`` (``ShardedRMSprop``: ZeRO stage 1 on
-torch.distributed, docs/sharded.md), and ``curves`` (the loss-curve comparison with torch.optim.RMSprop
-that the tests and bench/loss_curve_spread.py share; imported only by them).
+``torch.compile`` traces it), ``sharded``, ``shards``, ``collectives`` and ``sharded_state``
+(``ShardedRMSprop``: ZeRO stage 1 on torch.distributed, docs/sharded.md), and ``curves`` (the
+loss-curve comparison with torch.optim.RMSprop that the tests and bench/loss_curve_spread.py
+share; imported only by them).
 """
 
 from .groups import rule_of

@@ -1,11 +1,12 @@
 """The collectives of ``ShardedRMSprop``: which ones each backend gets, each waited for with a
 timeout that ends in a clear error, and the bytes each rank sends.
 
-Chosen by measurement (``python bench/zero_step_times.py`` prints the times): on gloo over
-loopback (this project's 2-core machine, 2²⁴ float32 values, 2 ranks) ``all_reduce`` took 62 ms
-and ``reduce_scatter_single`` 116 ms; one ``broadcast`` per rank's shard took 29 ms in all and
-``all_gather_single`` 104 ms. So gloo reduces the whole gradient with ``all_reduce`` (twice the
-bytes of a reduce-scatter, in half the time) and gathers the params with broadcasts. NCCL runs
+Chosen by measurement (``python bench/zero_step_times.py`` prints the times; its output is
+docs/zero-step-times-cpu.txt): on gloo over loopback (this project's 2-core machine, 2²⁴ float32
+values, 2 ranks) ``all_reduce`` took 56.8 ms and ``reduce_scatter_single`` 108.7 ms; one
+``broadcast`` per rank's shard took 23.1 ms in all and ``all_gather_single`` 88.7 ms. So gloo
+reduces the whole gradient with ``all_reduce`` (twice the bytes of a reduce-scatter, in half the
+time) and gathers the params with broadcasts. NCCL runs
 reduce-scatter and all-gather as rings that each send half an all-reduce's bytes, so CUDA
 buckets on NCCL take those. Only the APIs torch 2.13 does not deprecate are used
 (``*_single``, not ``*_into_tensor``/``*_tensor``).
@@ -25,8 +26,7 @@ def plan_for(choice, device, group):
     """The (reduction, gather) pair for a bucket on ``device``: ``choice`` if given (a pair of
     names), else by backend: NCCL's for CUDA tensors on an NCCL group, gloo's otherwise."""
     if choice != "auto":
-        reduction, gather = choice
-        return reduction, gather
+        return choice
     nccl = "nccl" in str(dist.get_backend(group)) and device.type == "cuda"
     return PLANS["nccl" if nccl else "gloo"]
 

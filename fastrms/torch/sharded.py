@@ -34,6 +34,11 @@ class ShardedRMSprop(torch.optim.Optimizer):
     ``timeout`` (seconds or a timedelta) bounds every collective: a rank that raised, exited or
     never reached the step makes the others raise instead of hanging. ``master_weights``: as in
     ``fastrms.torch.RMSprop``, for the shard only. ``backend``, ``threads``: of the update.
+
+    ``reduce_gradients()`` averages the gradients before the step, for what must see the mean on
+    every rank (torch.amp.GradScaler, ``clip_grad_norm_``). Checkpoints: ``state_dict()`` is this
+    rank's shard; ``consolidate_state_dict(to=0)`` gathers one in torch.optim.RMSprop's layout,
+    which any world size loads.
     """
 
     def __init__(self, params, process_group=None, lr=1e-2, alpha=0.99, eps=1e-8,
