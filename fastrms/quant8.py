@@ -1,0 +1,108 @@
+"""8-bit optimizer state, once: the code maps and the blockwise quantisation of a state buffer
+(docs/design.md §6; the optimizer option that uses them is work in progress, issue 15).
+
+A buffer of n values is stored as n uint8 codes and one float32 scale per block of ``BLOCK``
+values: the block's largest magnitude. A value is ``table[code] · scale`` (one float32 multiply,
+the same on every backend); a value x is coded as the code of ``min(|x · fl(1/scale)|, 1)``
+(signed: its clamp to [−1, 1]), rounded to the nearest code, ties to even.
+
+Two maps, for what each buffer holds (chosen by ``python bench/eight_bit_maps.py``):
+
+- ``UNSIGNED`` (the square average: non-negative, a huge dynamic range): an 8-bit float without a
+  sign, 5 exponent bits and 3 mantissa bits, biased so that 1.0 is code 248: 31 binades from
+  2⁻³⁰ to 1 at 8 codes each (relative steps of 6–12%), and below 2⁻³⁰ steps of 2⁻³³ down to 0.
+- ``SIGNED`` (the momentum buffer and the grad average): linear, code = rint(127·v) + 127 for v in
+  [−1, 1]: their errors reach the params as absolute errors (x ← x − η·b), which a linear map
+  bounds evenly.
+
+Like ``fastrms.rounding``, the element functions are branch-free bit operations on uint32 and
+float32 with typed constants, so that they run on NumPy arrays (the reference) and inline into
+Numba loops alike; the decode tables are float32[256] arrays built here once.
+"""
+
+import numpy as np
+
+from .rounding import _select
+
+BLOCK = 256  # values per scale: bitsandbytes' block; a multiple of every vector width
+UNSIGNED, SIGNED = 0, 1  # the maps
+U32, F32 = np.uint32, np.float32
+
+_MIN_NORMAL = U32(97 << 23)  # 2⁻³⁰: the smallest value with a normal code
+_REBIAS = U32(96 << 23)  # float32's exponent field minus the code's (2⁻³⁰ → 1, 1.0 → 31)
+_DROP, _HALF = U32(20), U32((1 << 19) - 1)  # mantissa bits dropped (23 − 3); half of their ULP
+_ONE = U32(1)
+_MANTISSA, _HIDDEN, _EXPONENT = U32(0x7FFFFF), U32(0x800000), U32(23)
+_SUBNORMAL_SHIFT, _MIN_SHIFT, _MAX_SHIFT = U32(117), U32(21), U32(31)
+_LINEAR, _LINEAR_OFFSET = F32(127.0), F32(127.0)
+_ZERO_F, _ONE_F = F32(0.0), F32(1.0)
+
+
+def encode_unsigned(bits):
+    """The code (uint32, 0..248) of a float32 in [0, 1] given as its uint32 ``bits``, round to
+    nearest, ties to even: integer operations only."""
+    shifted = bits - _REBIAS
+    normal = (shifted + _HALF + ((shifted >> _DROP) & _ONE)) >> _DROP
+    # Below 2⁻³⁰: rint(v · 2³³) = the 24-bit mantissa shifted right by 117 − exponent (≥ 21),
+    # rounded to even; the shift is kept in [21, 31] (wider shifts are undefined in LLVM and C,
+    # and give 0 here anyway), so where the select drops it, it is merely unused.
+    mantissa = (bits & _MANTISSA) | _HIDDEN
+    shift = np.maximum(np.minimum(_SUBNORMAL_SHIFT - (bits >> _EXPONENT), _MAX_SHIFT), _MIN_SHIFT)
+    subnormal = (mantissa + ((_ONE << (shift - _ONE)) - _ONE) + ((mantissa >> shift) & _ONE)) \
+        >> shift
+    return _select(bits >= _MIN_NORMAL, normal, subnormal)
+
+
+def encode_signed(v):
+    """The code (uint32, 0..254) of float32 ``v`` in [−1, 1]: rint(fl(127·v)) + 127, the nearest
+    code except where the product's rounding tips a near-tie (v within 2⁻²¹ of a midpoint)."""
+    return U32(np.rint(v * _LINEAR) + _LINEAR_OFFSET)
+
+
+def _unsigned_table():
+    codes = np.arange(256, dtype=np.uint32)
+    exponent, mantissa = codes >> 3, codes & 7
+    normal = (((exponent + 96) << 23) | (mantissa << 20)).astype(np.uint32).view(np.float32)
+    subnormal = (mantissa.astype(np.float64) * 2.0 ** -33).astype(np.float32)
+    return np.where(exponent >= 1, normal, subnormal).astype(np.float32)
+
+
+def _signed_table():
+    return ((np.arange(256, dtype=np.float64) - 127.0) / 127.0).astype(np.float32)
+
+
+TABLES = np.stack([_unsigned_table(), _signed_table()])  # [map, code] -> the value of the code
+TOP_CODE = (248, 254)  # per map: the code of 1.0
+
+
+def quantise(x, kind):
+    """``(codes uint8 [n], scales float32 [ceil(n / BLOCK)])`` of float32 ``x`` [n] (1-D)."""
+    x = np.asarray(x, dtype=np.float32).reshape(-1)
+    n = x.size
+    padded = np.zeros(-(-n // BLOCK) * BLOCK, np.float32)
+    padded[:n] = x
+    blocks = padded.reshape(-1, BLOCK)
+    scales = np.abs(blocks).max(axis=1)
+    inverse = np.where(scales > 0, _ONE_F / np.where(scales > 0, scales, _ONE_F), _ZERO_F)
+    v = (blocks * inverse[:, None]).astype(np.float32)
+    if kind == UNSIGNED:
+        codes = encode_unsigned(np.minimum(np.abs(v), _ONE_F).astype(np.float32).view(U32))
+    else:
+        codes = encode_signed(np.clip(v, -_ONE_F, _ONE_F).astype(np.float32))
+    return codes.reshape(-1)[:n].astype(np.uint8), scales.astype(np.float32)
+
+
+def dequantise(codes, scales, kind):
+    """float32 [n]: each code's value times its block's scale."""
+    codes = np.asarray(codes, dtype=np.uint8).reshape(-1)
+    per_value = np.repeat(np.asarray(scales, np.float32), BLOCK)[:codes.size]
+    return (TABLES[kind][codes] * per_value).astype(np.float32)
+
+
+# What the Numba loops inline (registered there, as fastrms.cpu.halves registers rounding's).
+ELEMENT_FUNCTIONS = (encode_unsigned, encode_signed)
+
+
+def blocks_of(n):
+    """How many scales a buffer of ``n`` values has."""
+    return -(-int(n) // BLOCK)
