@@ -17,7 +17,9 @@ Two maps, for what each buffer holds (chosen by ``python bench/eight_bit_maps.py
 
 Like ``fastrms.rounding``, the element functions are branch-free bit operations on uint32 and
 float32 with typed constants, so that they run on NumPy arrays (the reference) and inline into
-Numba loops alike; the decode tables are float32[256] arrays built here once.
+Numba loops alike; the decode tables are float32[256] arrays built here once (equal, a test
+checks, to what float32 arithmetic gives: the unsigned values from their bits, the signed ones
+as one division, so a kernel may decode without a table).
 """
 
 import numpy as np
