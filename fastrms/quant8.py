@@ -32,7 +32,7 @@ U32, F32 = np.uint32, np.float32
 
 _MIN_NORMAL = U32(97 << 23)  # 2⁻³⁰: the smallest value with a normal code
 _REBIAS = U32(96 << 23)  # float32's exponent field minus the code's (2⁻³⁰ → 1, 1.0 → 31)
-_DROP, _HALF = U32(20), U32((1 << 19) - 1)  # mantissa bits dropped (23 − 3); half of their ULP
+_DROP, _HALF = U32(20), U32((1 << 19) - 1)  # bits dropped (23 − 3); half their ULP less one
 _ONE = U32(1)
 _MANTISSA, _HIDDEN, _EXPONENT = U32(0x7FFFFF), U32(0x800000), U32(23)
 _SUBNORMAL_SHIFT, _MIN_SHIFT, _MAX_SHIFT = U32(117), U32(21), U32(31)
