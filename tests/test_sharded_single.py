@@ -131,3 +131,24 @@ def test_the_example_trains_under_torchrun_and_its_state_loads_into_torch(tmp_pa
     opt = torch.optim.RMSprop(model.parameters(), lr=3e-3, momentum=0.9)
     opt.load_state_dict(checkpoint["optimizer"])
     assert [float(s["step"]) for s in opt.state.values()] == [60.0] * 6
+
+
+def test_loading_a_state_dict_mid_run_continues_as_a_fresh_optimizer_would(group):
+    """The step's cached arrays follow the state buffers a load replaces."""
+    options = dict(lr=1e-2, momentum=0.9, centered=True)
+    model = mlp()
+    opt = ShardedRMSprop(model.parameters(), **options)
+    _train(model, opt, drop_at=None)
+    saved_params = [p.detach().clone() for p in model.parameters()]
+    saved = opt.state_dict()
+    _train(model, opt, drop_at=None)  # steps on, then back to the saved point
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), saved_params):
+            p.copy_(q)
+    opt.load_state_dict(saved)
+    fresh_model = mlp()
+    fresh_model.load_state_dict(model.state_dict())
+    fresh = ShardedRMSprop(fresh_model.parameters(), **options)
+    fresh.load_state_dict(saved)
+    assert all(torch.equal(a, b) for a, b in zip(_train(model, opt, drop_at=None),
+                                                  _train(fresh_model, fresh, drop_at=None)))

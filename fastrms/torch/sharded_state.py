@@ -143,7 +143,7 @@ def _load_shards(optimizer, state_dict, sharded):
                 raise ValueError(f"shard {k}'s {name!r} does not fit a shard of {b.length}")
     for shard, b in zip(shards, buckets):
         b.steps.copy_(shard["step"])
-        b.state.clear()
+        b.drop_state()
         for name, t in shard["state"].items():
             b.buffer(name).copy_(t)
 
@@ -159,7 +159,7 @@ def _load_whole(optimizer, state_dict, saved_groups):
                     raise ValueError(f"the state {name!r} of param {saved_index[id(p)]} has "
                                      f"{value.numel()} elements; the param has {p.numel()}")
     for b in optimizer._all_buckets():
-        b.state.clear()
+        b.drop_state()
         b.steps.zero_()
         for j, p in enumerate(b.params):
             saved = state.get(saved_index[id(p)], {})

@@ -61,6 +61,12 @@ class Bucket:
                 self.state[name].copy_(self.shard)
         return self.state[name]
 
+    def drop_state(self):
+        """Forget the state buffers (a load replaces them), and the arrays made over them: a new
+        buffer may get a freed one's id."""
+        self.state.clear()
+        self.natives.clear()
+
     def state_names(self, names):
         return tuple(names) + ((MASTER,) if self.master else ())
 
