@@ -22,15 +22,6 @@ GATHERS = ("broadcast", "all_gather")  # of the updated params
 PLANS = {"gloo": ("all_reduce", "broadcast"), "nccl": ("reduce_scatter", "all_gather")}
 
 
-def plan_for(choice, device, group):
-    """The (reduction, gather) pair for a bucket on ``device``: ``choice`` if given (a pair of
-    names), else by backend: NCCL's for CUDA tensors on an NCCL group, gloo's otherwise."""
-    if choice != "auto":
-        return choice
-    nccl = "nccl" in str(dist.get_backend(group)) and device.type == "cuda"
-    return PLANS["nccl" if nccl else "gloo"]
-
-
 def check_choice(choice):
     """``collectives``: "auto" or a (reduction, gather) pair of the names above."""
     if choice == "auto":
@@ -66,10 +57,17 @@ class Collectives:
                              f"got {timeout!r}")
         self.group, self.timeout = group, timeout
         self.rank, self.world = dist.get_rank(group), dist.get_world_size(group)
+        self.backend = str(dist.get_backend(group))  # "gloo", "nccl", "cpu:gloo,cuda:nccl"...
         # Where the small tensors of the bookkeeping collectives live: NCCL reduces CUDA ones.
-        nccl_only = str(dist.get_backend(group)) == "nccl"
-        self.device = torch.device("cuda", torch.cuda.current_device()) if nccl_only \
-            else torch.device("cpu")
+        self.device = torch.device("cuda", torch.cuda.current_device()) \
+            if self.backend == "nccl" else torch.device("cpu")
+
+    def plan(self, choice, device):
+        """The (reduction, gather) pair for a bucket on ``device``: ``choice`` if given (a pair of
+        names), else by backend: NCCL's for CUDA tensors on an NCCL group, gloo's otherwise."""
+        if choice != "auto":
+            return choice
+        return PLANS["nccl" if "nccl" in self.backend and device.type == "cuda" else "gloo"]
 
     def wait(self, works, what):
         """Wait for ``works``; a failure or a timeout becomes one error that says what, where."""

@@ -16,14 +16,13 @@ from .groups import _check_defaults, _check_group, rule_of
 from ..threads import resolve as resolve_threads
 from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
 from .flat_group import _FlatGroup
-from .param_state import (MASTER, _adopt_step, _has_master, _state_names, _state_of,
-                          _step_counters)
+from .param_state import (FORMAT, MASTER, _adopt_step, _has_master, _state_names, _state_of,
+                          _step_counters, format_info)
 from .list_plan import refuse_under_capture
 from .step_plan import GroupPlan
 from .traced_step import init_group, traced_step
 from .tensors import _check_dtype
 
-FORMAT = 1  # version of the state-dict layout written under the key "fastrms"
 # Ours, beyond torch's arguments (pickled with the optimizer; older pickles lack the later ones).
 _SETTINGS = {"flatten": False, "backend": "auto", "threads": None, "max_grad_norm": None,
              "master_weights": False, "rounding": "nearest", "seed": 0,
@@ -256,15 +255,9 @@ class RMSprop(torch.optim.Optimizer):
 
     def load_state_dict(self, state_dict):
         """Load ours (any format up to ``FORMAT``, flat or not) or torch.optim.RMSprop's."""
-        info = state_dict.get("fastrms", {"format": 0})
-        if "sharded" in info:
+        if "sharded" in format_info(state_dict):
             raise ValueError("this is one rank's shard of a ShardedRMSprop state dict: load a "
                              "consolidated one (ShardedRMSprop.consolidate_state_dict)")
-        if info.get("format", 0) > FORMAT:
-            raise ValueError(
-                f"state dict format {info['format']} was written by a newer fastrms "
-                f"(this one reads up to {FORMAT})"
-            )
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
         for group in self.param_groups:
             _check_group(group)

@@ -13,12 +13,23 @@ from ..state import STATE_KEYS as STATE_BUFFERS
 from .tensors import HALF_DTYPES, _check_dtype, _checked_grad, _dense
 
 MASTER = "master_param"  # a half param's float32 master weights (master_weights=True)
+FORMAT = 1  # version of the state-dict layout written under the key "fastrms"
 
 try:  # torch's step-counter dtype (float32, or float64 under a float64 default dtype)
     from torch.optim.optimizer import _get_scalar_dtype
 except ImportError:  # pragma: no cover - older/newer torch
     def _get_scalar_dtype():
         return torch.float32
+
+
+def format_info(state_dict):
+    """A state dict's ``"fastrms"`` entry (torch's own have none: format 0), refusing one
+    written by a newer fastrms."""
+    info = state_dict.get("fastrms", {"format": 0})
+    if info.get("format", 0) > FORMAT:
+        raise ValueError(f"state dict format {info['format']} was written by a newer fastrms "
+                         f"(this one reads up to {FORMAT})")
+    return info
 
 
 def _state_names(rule):

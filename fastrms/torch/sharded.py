@@ -13,7 +13,7 @@ from ..functional import apply
 from ..threads import check_count
 from ..threads import resolve as resolve_threads
 from . import sharded_state
-from .collectives import Collectives, check_choice, plan_for
+from .collectives import Collectives, check_choice
 from .groups import _check_defaults, _check_group
 from .param_state import _state_names
 from .shards import Bucket, state_bytes
@@ -179,7 +179,7 @@ class ShardedRMSprop(torch.optim.Optimizer):
 
     def _step_bucket(self, bucket, rule, stepped, threads, reduce):
         world = self._coll.world
-        reduction, gather = plan_for(self.collectives, bucket.shard.device, self._coll.group)
+        reduction, gather = self._coll.plan(self.collectives, bucket.shard.device)
         if world > 1 and reduce:
             self._coll.reduce(reduction, bucket.flat.grad, bucket.shard_grad)
             bucket.shard_grad.div_(world)  # the mean, correctly rounded, of this shard only

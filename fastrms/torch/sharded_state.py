@@ -5,8 +5,7 @@ one to this world size).
 
 import torch
 
-from .optimizer import FORMAT
-from .param_state import MASTER, STATE_BUFFERS
+from .param_state import FORMAT, MASTER, STATE_BUFFERS, format_info
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _DIMS = 8  # dimensions compared per param (more are folded into the last)
@@ -102,10 +101,7 @@ def consolidate(optimizer, param_groups, to):
 
 def load(optimizer, state_dict):
     """Load a rank's own shard dict, or a whole one (each rank takes its shard)."""
-    info = state_dict.get("fastrms", {"format": 0})
-    if info.get("format", 0) > FORMAT:
-        raise ValueError(f"state dict format {info['format']} was written by a newer fastrms "
-                         f"(this one reads up to {FORMAT})")
+    info = format_info(state_dict)
     saved_groups = state_dict["param_groups"]
     if len(saved_groups) != len(optimizer.param_groups):
         raise ValueError("loaded state dict has a different number of parameter groups")

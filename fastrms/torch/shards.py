@@ -38,18 +38,16 @@ class Bucket:
         self.state = {}  # name -> this shard's buffer (the state dtype)
         self.master = master and params[0].dtype in HALF_DTYPES
         self.natives = {}  # id of a whole shard tensor -> its native array
+        # j -> (lo, hi, at): param j's elements [lo, hi) lie in this shard from offset ``at``.
+        self.pieces = {}
+        for j, (offset, numel) in enumerate(zip(self.flat.offsets, self.numels)):
+            lo, hi = max(self.start - offset, 0), min(self.end - offset, numel)
+            if lo < hi:
+                self.pieces[j] = (lo, hi, lo + offset - self.start)
 
     def current(self):
         """Whether every param still lives in the flat buffer (``model.to(...)`` moves them)."""
         return all(p.data_ptr() == a for p, a in zip(self.params, self.addresses))
-
-    def pieces(self):
-        """``(j, lo, hi)``: param ``j``'s elements ``[lo, hi)`` lie in this shard, at shard
-        offsets ``[lo + offset_j − start, ...)``."""
-        for j, (offset, numel) in enumerate(zip(self.flat.offsets, self.numels)):
-            lo, hi = max(self.start - offset, 0), min(self.end - offset, numel)
-            if lo < hi:
-                yield j, lo, hi
 
     def buffer(self, name):
         """This shard's state buffer ``name``, created on first use (zeros; the master weights
@@ -85,13 +83,11 @@ class Bucket:
         param in it steps, else lists of the pieces of the params that do (``stepped``)."""
         names = self.state_names(names)
         tensors = [self.shard, self.shard_grad] + [self.buffer(n) for n in names]
-        pieces = [(j, lo, hi) for j, lo, hi in self.pieces()]
-        if all(stepped[j] for j, _, _ in pieces):
+        if all(stepped[j] for j in self.pieces):
             columns = [self._native(t) for t in tensors]
         else:
-            columns = [[_array_of(t[lo + self.flat.offsets[j] - self.start:
-                                    hi + self.flat.offsets[j] - self.start])
-                        for j, lo, hi in pieces if stepped[j]] for t in tensors]
+            columns = [[_array_of(t[at:at + hi - lo]) for j, (lo, hi, at) in self.pieces.items()
+                        if stepped[j]] for t in tensors]
         by_name = dict(zip(names, columns[2:]))
         return (columns[0], columns[1], by_name["square_avg"], by_name.get("momentum_buffer"),
                 by_name.get("grad_avg"), by_name.get(MASTER))
@@ -107,11 +103,10 @@ class Bucket:
     def shard_of(self, j, value):
         """The part of ``value`` (param ``j``'s whole state buffer) that this shard holds, and
         where it goes in the shard: ``(piece, shard_lo, shard_hi)``, or None."""
-        offset = self.flat.offsets[j]
-        lo, hi = max(self.start - offset, 0), min(self.end - offset, self.numels[j])
-        if lo >= hi:
+        if j not in self.pieces:
             return None
-        return value.reshape(-1)[lo:hi], lo + offset - self.start, hi + offset - self.start
+        lo, hi, at = self.pieces[j]
+        return value.reshape(-1)[lo:hi], at, at + hi - lo
 
     def whole(self, j, full):
         """Param ``j``'s state buffer, shaped like it, from ``full`` (every rank's shards of one
