@@ -48,6 +48,10 @@ CACHES = (
           "(modes, parallel, storage)", "as _kernel"),
     Cache("fastrms.cpu.kernels", "sweep_for", "the inlined serial sweep per storage (param "
           "format, rounding)", "never: Python functions of a constant key"),
+    Cache("fastrms.cpu.eight_bit", "_kernel8", "the jitted 8-bit loop per (modes, parallel, "
+          "storage)", "as _kernel"),
+    Cache("fastrms.cpu.eight_bit", "block_for", "the inlined 8-bit block step per (storage, "
+          "centered)", "never: Python functions of a constant key"),
     Cache("fastrms.cpu.halves", "storage_functions", "the conversion pair per (param format, "
           "rounding)", "never: a table lookup"),
     Cache("fastrms.cpu.grad_stats", "partials_kernel", "inspect_grads' jitted chunk loop per "

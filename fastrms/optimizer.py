@@ -6,9 +6,10 @@ import numpy as np
 
 from ._spec import CONVENTIONS, clip_factor, rule_for
 from .dtypes import numpy_dtype, state_dtype
+from .eight_bit import Codes, apply8, check_state_bits, quantised, takes_codes
 from .functional import apply, extras_of
 from .grad_stats import inspect_grads
-from .state import RMSpropState, full_like, widened_copy
+from .state import RMSpropState, copy_like, full_like, widened_copy
 from .threads import check_count
 from .validate import check_extras, check_real
 
@@ -31,6 +32,10 @@ class RMSprop:
     Clipping or loss scaling reads the grads once more first (``fastrms.inspect_grads``), and a
     step whose grads are not finite changes nothing and is counted in ``skipped_steps``.
 
+    8-bit state (docs/eight-bit.md): ``state_bits=8`` keeps the state of each float32 or half
+    param of at least ``threshold`` values as 8-bit codes with a float32 scale per block of 256
+    (``fastrms.eight_bit``); smaller ones keep float32 state.
+
     >>> opt = RMSprop(lr=0.01, alpha=0.9)
     >>> state = opt.init(param)        # buffers like param: same kind, device, dtype
     >>> opt.step(param, grad, state)   # in place; state.step counts completed steps
@@ -40,7 +45,8 @@ class RMSprop:
                  momentum=None, lr_in_momentum=None, nesterov=None, centered=None,
                  weight_decay=None, decoupled_weight_decay=None, bias_correction=None,
                  maximize=None, initial_scale=None, master_weights=False, rounding="nearest",
-                 seed=0, max_grad_norm=None, backend="auto", threads=None):
+                 seed=0, max_grad_norm=None, backend="auto", threads=None, state_bits=32,
+                 threshold=4096):
         self.rule = rule_for(
             convention, lr=lr, alpha=alpha, eps=eps, eps_in_sqrt=eps_in_sqrt, momentum=momentum,
             lr_in_momentum=lr_in_momentum, nesterov=nesterov, centered=centered,
@@ -55,6 +61,7 @@ class RMSprop:
             check_real("max_grad_norm", max_grad_norm, positive=True)
         self.master_weights, self.rounding, self.seed = bool(master_weights), rounding, seed
         self.max_grad_norm = max_grad_norm
+        self.state_bits, self.threshold = check_state_bits(state_bits, threshold)
         self.skipped_steps = 0  # steps skipped for non-finite grads
 
     @property
@@ -72,6 +79,10 @@ class RMSprop:
         rule = self.rule
         dtype = state_dtype(param.dtype)  # torch's for torch params, else NumPy's
         half = np.dtype(numpy_dtype(param.dtype)).itemsize <= 2
+        if self.state_bits == 8 and takes_codes(param, self.threshold):
+            return RMSpropState(**eight_bit_buffers(param, rule),
+                                master_param=widened_copy(param) if self.master_weights and half
+                                else None)
         return RMSpropState(
             square_avg=full_like(param, rule.initial_scale, dtype),
             momentum_buffer=full_like(param, 0.0, dtype) if rule.momentum != 0 else None,
@@ -96,7 +107,7 @@ class RMSprop:
                 clip = clip_factor(self.max_grad_norm, norm, state_dtype(numpy_dtype(grad.dtype)))
         skip = bool(found_inf) if found_inf is not None else False
         extras = extras_of(grad_scale, clip, self.rounding, self.seed, t)
-        apply(self.rule, param, grad, state.square_avg, state.momentum_buffer, state.grad_avg,
+        (apply8 if isinstance(state.square_avg, Codes) else apply)(self.rule, param, grad, state.square_avg, state.momentum_buffer, state.grad_avg,
               step=t, backend=self.backend, threads=self.threads,
               master_param=state.master_param, extras=extras, skip=skip)
         if skip:
@@ -106,4 +117,17 @@ class RMSprop:
         return True
 
     def __repr__(self):
-        return f"RMSprop(convention={self.convention!r}, {self.rule})"
+        bits = "" if self.state_bits == 32 else f", state_bits=8, threshold={self.threshold}"
+        return f"RMSprop(convention={self.convention!r}, {self.rule}{bits})"
+
+
+def eight_bit_buffers(param, rule):
+    """Fresh 8-bit state buffers for ``param`` (``Codes`` of its kind and device): the square
+    average at ``rule.initial_scale``, the others at zero."""
+    n = int(np.prod(param.shape))
+    values = {"square_avg": rule.initial_scale, "momentum_buffer": 0.0 if rule.momentum else None,
+              "grad_avg": 0.0 if rule.centered else None}
+    return {name: None if fill is None else Codes(*(
+        copy_like(a, param) for a in quantised(np.full(n, fill, np.float32).reshape(param.shape),
+                                                 name)))
+            for name, fill in values.items()}

@@ -1,10 +1,11 @@
 """8-bit optimizer state, once: the code maps and the blockwise quantisation of a state buffer
-(docs/design.md §6; the optimizer option that uses them is work in progress, issue 15).
+(docs/design.md §9; the step on them: ``fastrms.eight_bit``).
 
 A buffer of n values is stored as n uint8 codes and one float32 scale per block of ``BLOCK``
 values: the block's largest magnitude. A value is ``table[code] · scale`` (one float32 multiply,
 the same on every backend); a value x is coded as the code of ``min(|x · fl(1/scale)|, 1)``
-(signed: its clamp to [−1, 1]), rounded to the nearest code, ties to even.
+(signed: its clamp to [−1, 1]), rounded to the nearest code, ties to even. Non-finite values
+(``block_scales``, ``inverse_of``) make their whole block non-finite.
 
 Two maps, for what each buffer holds (chosen by ``python bench/eight_bit_maps.py``):
 
@@ -19,7 +20,7 @@ Like ``fastrms.rounding``, the element functions are branch-free bit operations 
 float32 with typed constants, so that they run on NumPy arrays (the reference) and inline into
 Numba loops alike; the decode tables are float32[256] arrays built here once (equal, a test
 checks, to what float32 arithmetic gives: the unsigned values from their bits, the signed ones
-as one division, so a kernel may decode without a table).
+as one multiply by fl(1/127), so a kernel may decode without a table).
 """
 
 import numpy as np
@@ -38,6 +39,7 @@ _MANTISSA, _HIDDEN, _EXPONENT = U32(0x7FFFFF), U32(0x800000), U32(23)
 _SUBNORMAL_SHIFT, _MIN_SHIFT, _MAX_SHIFT = U32(117), U32(21), U32(31)
 _LINEAR, _LINEAR_OFFSET = F32(127.0), F32(127.0)
 _ZERO_F, _ONE_F = F32(0.0), F32(1.0)
+_MIN_SCALE = F32(2.0 ** -126)  # the smallest normal float32: its reciprocal is finite
 
 
 def encode_unsigned(bits):
@@ -70,28 +72,58 @@ def _unsigned_table():
 
 
 def _signed_table():
-    return ((np.arange(256, dtype=np.float64) - 127.0) / 127.0).astype(np.float32)
+    codes = np.arange(256, dtype=np.float32)
+    return ((codes - F32(127.0)) * (_ONE_F / F32(127.0))).astype(np.float32)
 
 
 TABLES = np.stack([_unsigned_table(), _signed_table()])  # [map, code] -> the value of the code
 TOP_CODE = (248, 254)  # per map: the code of 1.0
 
 
+def block_scales(blocks):
+    """float32 [m]: each row's scale, the largest magnitude, taken as the largest uint32 pattern
+    of the magnitudes (for these the same order as their values, and a NaN, whose pattern is
+    larger than inf's, wins: one non-finite value makes its whole block's scale non-finite)."""
+    magnitudes = np.abs(np.asarray(blocks, np.float32)).view(U32)
+    return magnitudes.max(axis=-1).view(F32)
+
+
+def inverse_of(scale):
+    """fl(1/scale) for a normal, finite scale; else 0, which codes every value of the block as
+    0 (a block below 2⁻¹²⁶ is flushed to zero; a non-finite one decodes to non-finite values)."""
+    scale = np.asarray(scale, np.float32)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        return np.where(scale >= _MIN_SCALE, _ONE_F / scale, _ZERO_F).astype(np.float32)
+
+
+def code_unsigned(value, inverse):
+    """The code of float32 ``value`` (≥ 0) in a block whose ``inverse_of`` scale is ``inverse``:
+    ``|value · inverse|`` kept at most 1 (NaN → 1), then ``encode_unsigned``."""
+    w = np.abs(np.asarray(value, np.float32) * inverse)
+    return encode_unsigned(np.where(w <= _ONE_F, w, _ONE_F).astype(np.float32).view(U32))
+
+
+def code_signed(value, inverse):
+    """The code of float32 ``value`` in a block whose ``inverse_of`` scale is ``inverse``:
+    ``value · inverse`` kept in [−1, 1] (NaN → 1), then ``encode_signed``."""
+    w = np.asarray(value, np.float32) * inverse
+    w = np.where(w <= _ONE_F, w, _ONE_F)
+    return encode_signed(np.where(w >= -_ONE_F, w, -_ONE_F).astype(np.float32))
+
+
+CODERS = (code_unsigned, code_signed)  # per map
+
+
 def quantise(x, kind):
-    """``(codes uint8 [n], scales float32 [ceil(n / BLOCK)])`` of float32 ``x`` [n] (1-D)."""
+    """``(codes uint8 [n], scales float32 [ceil(n / BLOCK)])`` of float32 ``x`` (flattened)."""
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     n = x.size
     padded = np.zeros(-(-n // BLOCK) * BLOCK, np.float32)
     padded[:n] = x
     blocks = padded.reshape(-1, BLOCK)
-    scales = np.abs(blocks).max(axis=1)
-    inverse = np.where(scales > 0, _ONE_F / np.where(scales > 0, scales, _ONE_F), _ZERO_F)
-    v = (blocks * inverse[:, None]).astype(np.float32)
-    if kind == UNSIGNED:
-        codes = encode_unsigned(np.minimum(np.abs(v), _ONE_F).astype(np.float32).view(U32))
-    else:
-        codes = encode_signed(np.clip(v, -_ONE_F, _ONE_F).astype(np.float32))
-    return codes.reshape(-1)[:n].astype(np.uint8), scales.astype(np.float32)
+    scales = block_scales(blocks)
+    codes = CODERS[kind](blocks, inverse_of(scales)[:, None])
+    return codes.reshape(-1)[:n].astype(np.uint8), scales
 
 
 def dequantise(codes, scales, kind):

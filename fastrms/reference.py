@@ -54,7 +54,7 @@ def narrow(x, dtype, extras=PLAIN):
 
 
 def evaluate(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, step=None,
-             dtype=None, master_param=None, extras=PLAIN):
+             dtype=None, master_param=None, extras=PLAIN, modes=None):
     """New ``(param, square_avg, momentum_buffer, grad_avg, master_param)`` after one step, as
     fresh arrays (None for an absent buffer).
 
@@ -63,7 +63,7 @@ def evaluate(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None,
     that bounds the error of the float32 paths; the new param is then that evaluation, unrounded.
     With ``master_param`` the rule runs on the master (float32) and the param receives its
     rounded copy; ``extras`` (``fastrms._buffers.Extras``) scales and clips the grads and chooses
-    the rounding.
+    the rounding. ``modes``: instead of ``rule.modes()`` (the 8-bit step's, ``fastrms.eight_bit``).
     """
     compute = np.dtype(dtype) if dtype is not None else rule.state_dtype(param.dtype)
     k = rule.scalars(compute, step, extras.grad_scale, extras.clip)
@@ -74,7 +74,7 @@ def evaluate(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None,
     x, g, s = (np.asarray(v).astype(compute) for v in (x, g, square_avg))
     b = np.asarray(momentum_buffer).astype(compute) if momentum_buffer is not None else g
     a = np.asarray(grad_avg).astype(compute) if grad_avg is not None else g
-    x, s, b, a = rmsprop_element(x, g, s, b, a, k, rule.modes())
+    x, s, b, a = rmsprop_element(x, g, s, b, a, k, rule.modes() if modes is None else modes)
     new_param = narrow(x, param.dtype, extras) if half and dtype is None else x
     return (new_param, s, b if momentum_buffer is not None else None,
             a if grad_avg is not None else None, x if master_param is not None else None)
@@ -89,3 +89,10 @@ def update(buffers, rule, step, threads=None, extras=PLAIN):
                          buffers.grad_avg, buffers.master_param), results):
         if buf is not None:
             np.copyto(buf, new, casting="same_kind")
+
+
+def update8(buffers, rule, step, threads=None, extras=PLAIN):
+    """One in-place step on 8-bit state: ``fastrms.eight_bit.update8``."""
+    from .eight_bit import update8 as step8  # eight_bit builds on this module
+
+    step8(buffers, rule, step, threads, extras)

@@ -17,6 +17,8 @@ Per element, with the scalars ``k`` and the mode switches ``m`` below::
     a ← g − (g − a)·w'                       centered, torch's lerp with w ≥ 0.5, w' = 1 − w
     v ← s − a·a                              centered, else v ← s
     v ← s/c − (a/c)·(a/c), c = 1 − αᵗ        bias correction (optax), each average on its own
+    v ← max(v, 0)                            8-bit state, centered (NaN stays NaN): s and a decoded
+                                             from their own codes make s − a² slightly negative
     d ← √(v + ε)  if eps_in_sqrt  else  √v + ε
     u ← g / d
     b ← μ·b + u;    x ← x − η·b              momentum, lr outside the buffer (torch)
@@ -38,11 +40,17 @@ import numpy as np
 
 # Positions in the mode tuple ``m`` (ints), and the values each mode takes.
 (MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORRECTED, MOMENTUM_MODE,
- N_MODES) = range(7)
+ CLAMP_VARIANCE, N_MODES) = range(8)
 
 WD_NONE, WD_COUPLED, WD_DECOUPLED = 0, 1, 2
 CENTERED_NONE, CENTERED_EMA, CENTERED_LERP_FROM_AVG, CENTERED_LERP_FROM_GRAD = 0, 1, 2, 3
 MOMENTUM_NONE, MOMENTUM_LR_OUTSIDE, MOMENTUM_LR_INSIDE, MOMENTUM_NESTEROV = 0, 1, 2, 3
+
+
+def at_least_zero(v, zero):
+    """``v``, or ``zero`` where ``v < zero``: NaN stays NaN (on arrays here; the Numba loops
+    compile their own, ``fastrms.cpu.kernels``, and rmsprop.cu spells it with ``?:``)."""
+    return np.where(v < zero, zero, v)
 
 
 def rmsprop_element(x, g, s, b, a, k, m):
@@ -83,6 +91,8 @@ def rmsprop_element(x, g, s, b, a, k, m):
         v = s - a * a
     else:
         v = s
+    if m[CLAMP_VARIANCE]:  # set by the 8-bit step only (fastrms.eight_bit), never by a Rule
+        v = at_least_zero(v, k[ALPHA] - k[ALPHA])  # a zero of the compute dtype (α is finite)
 
     if m[EPS_IN_SQRT]:
         d = np.sqrt(v + k[EPS])

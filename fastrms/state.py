@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .dtypes import array_kind, is_bfloat16, numpy_dtype, state_dtype, torch_dtype
+from .eight_bit import Codes, code_keys, is_eight_bit
 
 STATE_KEYS = ("square_avg", "momentum_buffer", "grad_avg")
 MASTER_KEY = "master_param"  # float32 master weights of half-precision params (master_weights=True)
@@ -20,7 +21,8 @@ class RMSpropState:
     ``step`` counts completed steps; ``master_param``, the float32 master weights of a
     half-precision param (``RMSprop(master_weights=True)``). The arrays are of the params' kind
     (NumPy, CuPy, torch), on their device, float32 for half-precision params and else in the
-    params' dtype.
+    params' dtype. With ``RMSprop(state_bits=8)`` the state buffers are ``fastrms.eight_bit.Codes``
+    (uint8 codes and float32 scales) instead.
     """
 
     square_avg: Any
@@ -34,7 +36,9 @@ class RMSpropState:
         d = {"step": np.array(self.step, dtype=np.float32)}
         for key in (*STATE_KEYS, MASTER_KEY):
             value = getattr(self, key)
-            if value is not None:
+            if isinstance(value, Codes):  # 8-bit: under keys of their own (eight_bit.code_keys)
+                d.update(zip(code_keys(key), map(to_numpy, value)))
+            elif value is not None:
                 d[key] = to_numpy(value)
         return d
 
@@ -47,6 +51,8 @@ class RMSpropState:
         state in the param dtype).
         """
         missing = {"step", "square_avg"} - set(d)
+        if is_eight_bit(d):
+            missing.discard("square_avg")
         if missing:
             raise KeyError(f"state dict lacks {', '.join(sorted(missing))}")
         step = float(to_numpy(d["step"]))
@@ -55,6 +61,9 @@ class RMSpropState:
         dtype = None if like is None else state_dtype(like.dtype)
         arrays = {k: copy_like(d[k], like, dtype) for k in (*STATE_KEYS, MASTER_KEY)
                   if d.get(k) is not None}
+        for key in STATE_KEYS:  # 8-bit buffers: codes and scales as they are
+            if code_keys(key)[0] in d:
+                arrays[key] = Codes(*(copy_like(d[k], like) for k in code_keys(key)))
         return cls(step=int(step), **arrays)
 
 

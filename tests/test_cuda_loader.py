@@ -63,17 +63,17 @@ def test_launch_config():
 
 
 def test_rule_args_is_one_c_struct_of_the_rules_scalars_and_modes():
-    """RuleArgs<T> as NumPy lays it out with C's rules (align=True): T k[10], int m[6], then
+    """RuleArgs<T> as NumPy lays it out with C's rules (align=True): T k[10], int m[7], then
     int rounding and unsigned long long key (8-byte aligned)."""
     f32, f64 = (rule_args.DTYPES[np.dtype(t)] for t in (np.float32, np.float64))
     assert f32.names == f64.names == tuple(name for name, _, _ in rule_args.FIELDS) == \
         ("k", "m", "rounding", "key")
     assert f32.fields["k"][0] == np.dtype((np.float32, (R.N_SCALARS,))) and f32.fields["k"][1] == 0
     assert f32.fields["m"][0] == np.dtype((np.int32, (R.N_MODES,))) and f32.fields["m"][1] == 40
-    assert f32.fields["rounding"] == (np.dtype(np.int32), 64)
+    assert f32.fields["rounding"] == (np.dtype(np.int32), 68)
     assert f32.fields["key"] == (np.dtype(np.uint64), 72)
     assert (f32.itemsize, f32.alignment) == (80, 8)
-    assert [f64.fields[n][1] for n in f64.names] == [0, 80, 104, 112]
+    assert [f64.fields[n][1] for n in f64.names] == [0, 80, 108, 112]
     assert (f64.itemsize, f64.alignment) == (120, 8)
     assert f32.isalignedstruct and f64.isalignedstruct
 

@@ -67,9 +67,9 @@ def test_signed_encoding_picks_the_nearest_code_but_at_near_ties():
 
 def test_the_tables_are_what_float32_arithmetic_gives():
     """So that a kernel may decode without the table: the unsigned values from their bits (powers
-    of two times 1 + M/8), the signed ones as one float32 division, (c − 127) / 127."""
+    of two times 1 + M/8), the signed ones as one float32 multiply, (c − 127) · fl(1/127)."""
     codes = np.arange(256)
-    signed = (codes.astype(np.float32) - np.float32(127)) / np.float32(127)
+    signed = (codes.astype(np.float32) - np.float32(127)) * (np.float32(1) / np.float32(127))
     assert np.array_equal(signed, TABLES[SIGNED])
     exponent, mantissa = codes >> 3, codes & 7
     unsigned = np.where(exponent > 0, np.ldexp(1 + mantissa / 8, exponent - 31),

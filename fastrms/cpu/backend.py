@@ -53,6 +53,7 @@ else:
     from ..rounding import FLOAT, NEAREST, counters
     from ..threads import KeepOpenMPThreads
     from ..threads import resolve as resolve_threads
+    from .eight_bit import kernel8
     from .kernels import rmsprop_kernel
     from .multi import chunks_of, rmsprop_multi_kernel
 
@@ -77,6 +78,27 @@ def update(buffers, rule, step, threads=None, extras=PLAIN):
         flat[0], flat[1] = flat[0].view(np.uint16), flat[1].view(np.uint16)
     args = (*flat, k, np.uint64(extras.key), np.uint64(extras.offsets))
     _run(rmsprop_kernel, rule.modes(), param.size, threads, args, args,
+         (fmt, extras.rounding if fmt != FLOAT else NEAREST))
+
+
+def update8(buffers, rule, step, threads=None, extras=PLAIN):
+    """One fused step on 8-bit state (``fastrms.eight_bit``): ``buffers`` holds NumPy arrays and,
+    for the state, ``Codes`` of them; float32 compute."""
+    from ..eight_bit import modes8
+
+    param = buffers.param
+    k = scalar_array(rule, np.dtype(np.float32), step if rule.bias_correction else None,
+                     extras.grad_scale, extras.clip)
+    fmt = param_format(param.dtype)
+    x, g = param.reshape(-1), buffers.grad.reshape(-1)
+    if fmt != FLOAT:
+        x, g = x.view(np.uint16), g.view(np.uint16)
+    states = []
+    for c in buffers[2:5]:
+        states += [None, None] if c is None else [c.codes.reshape(-1), c.scales]
+    w = None if buffers.master_param is None else buffers.master_param.reshape(-1)
+    args = (x, g, *states, w, k, np.uint64(extras.key), np.uint64(extras.offsets))
+    _run(kernel8, modes8(rule), param.size, threads, args, args,
          (fmt, extras.rounding if fmt != FLOAT else NEAREST))
 
 

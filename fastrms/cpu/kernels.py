@@ -25,12 +25,17 @@ from numba.extending import overload
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 from ..rounding import FLOAT, NEAREST
-from ..rule import N_SCALARS, rmsprop_element
+from ..rule import N_SCALARS, at_least_zero, rmsprop_element
 
 from .halves import storage_functions
 from .jit import compile_loop
 
 BLOCK = 1 << 14  # elements per parallel task: blocks, not elements, keep each task's loop SIMD
+
+@overload(at_least_zero, inline="always")
+def _at_least_zero_impl(v, zero):
+    return lambda v, zero: zero if v < zero else v
+
 
 _element = nb.njit(inline="always", error_model="numpy")(rmsprop_element)
 

@@ -29,7 +29,7 @@ namespace fastrms {
 enum Scalar { LR, ALPHA, ONE_MINUS_ALPHA, EPS, WEIGHT_DECAY, MOMENTUM, LERP_WEIGHT, BIAS_CORRECTION,
               GRAD_UNSCALE, CLIP, N_SCALARS };
 enum Mode { MAXIMIZE, WEIGHT_DECAY_MODE, CENTERED_MODE, EPS_IN_SQRT, BIAS_CORRECTED, MOMENTUM_MODE,
-            N_MODES };
+            CLAMP_VARIANCE, N_MODES };
 enum { WD_NONE, WD_COUPLED, WD_DECOUPLED };
 enum { CENTERED_NONE, CENTERED_EMA, CENTERED_LERP_FROM_AVG, CENTERED_LERP_FROM_GRAD };
 enum { MOMENTUM_NONE, MOMENTUM_LR_OUTSIDE, MOMENTUM_LR_INSIDE, MOMENTUM_NESTEROV };
@@ -60,7 +60,9 @@ __host__ __device__ __forceinline__ float root(float v) { return sqrtf(v); }
 __host__ __device__ __forceinline__ double root(double v) { return sqrt(v); }
 
 // One RMSProp step on one element, in the compute type T: fastrms/rule.py's rmsprop_element.
-template <typename T>
+// MAY_CLAMP: whether m[CLAMP_VARIANCE] is read at all; only the 8-bit kernel sets it, and the
+// float64 instances of the others have no register to spare for the branch (ptxas spills).
+template <typename T, bool MAY_CLAMP = false>
 __host__ __device__ __forceinline__ void rmsprop_element(T& x, T g, T& s, T& b, T& a,
                                                          const T (&k)[N_SCALARS],
                                                          const int (&m)[N_MODES]) {
@@ -99,6 +101,9 @@ __host__ __device__ __forceinline__ void rmsprop_element(T& x, T g, T& s, T& b, 
         v = s - a * a;
     } else {
         v = s;
+    }
+    if (MAY_CLAMP && m[CLAMP_VARIANCE]) {  // the 8-bit step's: NaN stays NaN
+        v = v < T(0) ? T(0) : v;
     }
 
     T d;

@@ -25,14 +25,17 @@ call and its step counts), ``flat_group`` (``_FlatGroup``: ``flatten=True``), ``
 param's state as torch lays it out, step counters), ``tensors`` (tensors as arrays and flat runs,
 the checks on params and grads), ``ops`` (the torch operator), ``traced_step`` (the step as
 ``torch.compile`` traces it), ``sharded``, ``shards``, ``collectives`` and ``sharded_state``
-(``ShardedRMSprop``: ZeRO stage 1 on torch.distributed, docs/sharded.md), and ``curves`` (the
+(``ShardedRMSprop``: ZeRO stage 1 on torch.distributed, docs/sharded.md), ``eight_bit_state``
+(``state_bits=8``: docs/eight-bit.md), and ``curves`` (the
 loss-curve comparison with torch.optim.RMSprop that the tests and bench/loss_curve_spread.py
 share; imported only by them).
 """
 
+from .eight_bit_state import float32_state_dict
 from .groups import rule_of
 from .optimizer import FORMAT, RMSprop
 from .param_state import STATE_BUFFERS
 from .sharded import ShardedRMSprop
 
-__all__ = ["FORMAT", "RMSprop", "STATE_BUFFERS", "ShardedRMSprop", "rule_of"]
+__all__ = ["FORMAT", "RMSprop", "STATE_BUFFERS", "ShardedRMSprop", "float32_state_dict",
+           "rule_of"]

@@ -9,6 +9,7 @@ refuses is said in the package's docstring (``fastrms.torch``).
 
 import torch
 
+from ..eight_bit import CODE_KEYS, check_state_bits
 from ..threads import check_count
 from ..validate import check_extras, check_real
 from .amp import step_extras, verdict
@@ -19,6 +20,7 @@ from .flat_group import _FlatGroup
 from .param_state import (FORMAT, MASTER, _adopt_step, _has_master, _state_names, _state_of,
                           _step_counters, format_info)
 from .list_plan import refuse_under_capture
+from .eight_bit_state import check_loadable, step_eight_bit
 from .step_plan import GroupPlan
 from .traced_step import init_group, traced_step
 from .tensors import _check_dtype
@@ -26,7 +28,8 @@ from .tensors import _check_dtype
 # Ours, beyond torch's arguments (pickled with the optimizer; older pickles lack the later ones).
 _SETTINGS = {"flatten": False, "backend": "auto", "threads": None, "max_grad_norm": None,
              "master_weights": False, "rounding": "nearest", "seed": 0,
-             "calls": 0, "_skipped": 0, "_skipped_device": None, "_device_steps": False}
+             "calls": 0, "_skipped": 0, "_skipped_device": None, "_device_steps": False,
+             "state_bits": 32, "threshold": 4096}
 
 
 class RMSprop(torch.optim.Optimizer):
@@ -50,6 +53,11 @@ class RMSprop(torch.optim.Optimizer):
     (as ``clip_grad_norm_``); a step whose grads are not finite then changes nothing and is
     counted in ``skipped_steps``. ``torch.amp.GradScaler`` hands its scale and inf verdict to the
     step (``_step_supports_amp_scaling``): the grads are unscaled inside the update.
+
+    8-bit state (docs/eight-bit.md): ``state_bits=8`` keeps the state of each float32 or half
+    param of at least ``threshold`` values as 8-bit codes with a float32 scale per block of 256,
+    under state keys of their own (``fastrms.torch.eight_bit_state``); ``float32_state_dict``
+    converts a state dict for torch.optim.RMSprop.
     """
 
     _step_supports_amp_scaling = True  # GradScaler passes grad_scale and found_inf (fastrms.torch.amp)
@@ -57,8 +65,13 @@ class RMSprop(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, maximize=False, foreach=None, capturable=False,
                  differentiable=False, flatten=False, backend="auto", threads=None,
-                 master_weights=False, rounding="nearest", seed=0, max_grad_norm=None):
+                 master_weights=False, rounding="nearest", seed=0, max_grad_norm=None,
+                 state_bits=32, threshold=4096):
         _check_defaults(lr, alpha, eps, weight_decay, momentum)
+        self.state_bits, self.threshold = check_state_bits(state_bits, threshold)
+        if self.state_bits == 8 and (flatten or capturable):
+            raise ValueError("state_bits=8 does not combine with flatten=True or capturable=True "
+                             "yet (docs/eight-bit.md)")
         if max_grad_norm is not None:
             check_real("max_grad_norm", max_grad_norm, positive=True)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
@@ -107,6 +120,8 @@ class RMSprop(torch.optim.Optimizer):
         """Add a param group as torch does, validated (and flattened with ``flatten=True``)."""
         super().add_param_group(param_group)
         try:
+            if self.param_groups[-1].get("capturable") and self.state_bits == 8:
+                raise ValueError("capturable=True does not combine with state_bits=8 yet")
             if self.param_groups[-1].get("capturable") and self.flatten:
                 raise ValueError("capturable=True is not supported with flatten=True yet: use "
                                  "flatten=False (one launch per step either way)")
@@ -134,6 +149,9 @@ class RMSprop(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         if torch.compiler.is_compiling():  # traced: torch's structure, the torch operator
+            if self.state_bits == 8:
+                raise RuntimeError("state_bits=8 steps do not run under torch.compile yet: "
+                                   "compile the model, not the optimizer step")
             traced_step(self)
             return loss
         self.calls += 1
@@ -146,11 +164,13 @@ class RMSprop(torch.optim.Optimizer):
             skipped = 1 - judged.step_increment
             self._skipped_device = skipped if self._skipped_device is None else \
                 self._skipped_device + skipped
-        calls, planned = [], []
+        calls, planned, eight = [], [], []
         for index, group in enumerate(self.param_groups):
             # Only the unflattened capturable step reads a tensor lr on the device.
             rule = _check_group(group, bool(group.get("capturable")) and not self.flatten)
-            if self.flatten:
+            if self.state_bits == 8:
+                eight.append((group, rule))
+            elif self.flatten:
                 calls += self._flat_calls(index, group, rule)
             else:
                 planned.append((self._plan(index, group, rule), group, rule))
@@ -160,6 +180,8 @@ class RMSprop(torch.optim.Optimizer):
             plan.run(group, rule, gathered, threads, extras, judged.step_increment)
         for call in calls:
             call.run(self.backend, threads, extras, judged.step_increment)
+        for group, rule in eight:
+            step_eight_bit(self, group, rule, threads, extras)
         return loss
 
     @property
@@ -251,6 +273,8 @@ class RMSprop(torch.optim.Optimizer):
         saved = super().state_dict()
         saved["state"] = {key: _copy_of(s) for key, s in saved["state"].items()}
         saved["fastrms"] = {"format": FORMAT, "flatten": self.flatten}
+        if self.state_bits == 8:
+            saved["fastrms"]["state_bits"] = 8
         return saved
 
     def load_state_dict(self, state_dict):
@@ -258,6 +282,7 @@ class RMSprop(torch.optim.Optimizer):
         if "sharded" in format_info(state_dict):
             raise ValueError("this is one rank's shard of a ShardedRMSprop state dict: load a "
                              "consolidated one (ShardedRMSprop.consolidate_state_dict)")
+        check_loadable(self, state_dict)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
         for group in self.param_groups:
             _check_group(group)
@@ -270,6 +295,20 @@ class RMSprop(torch.optim.Optimizer):
                         fg.rebind(self.state)
                 else:
                     self._flatten_group(index)
+
+
+def _keep_scales(policy):
+    """torch's cast of loaded state to the param's dtype, except 8-bit scales (float32 always)."""
+    def process(param, value, param_id, param_groups, key=None):
+        if key in CODE_KEYS:
+            return value.to(device=param.device)
+        return policy(param, value, param_id, param_groups, key)
+
+    return staticmethod(process)
+
+
+RMSprop._process_value_according_to_param_policy = _keep_scales(
+    torch.optim.Optimizer._process_value_according_to_param_policy)
 
 
 def _copy_of(value):
