@@ -108,11 +108,12 @@ def float32_state_dict(state_dict):
 
 def check_loadable(optimizer, state_dict):
     """Refuse, before anything is written, 8-bit state that this optimizer cannot load: into
-    ``state_bits=32`` (convert it first), or codes and scales that do not fit their params."""
+    ``state_bits=32`` (convert it first), or codes and scales that do not fit their params.
+    Returns ``(param, saved state)`` for each param with 8-bit state, for ``restore_codes``."""
     eight = [index for index, s in state_dict.get("state", {}).items()
              if isinstance(s, dict) and eight_bit.is_eight_bit(s)]
     if not eight:
-        return
+        return []
     if optimizer.state_bits != 8:
         raise ValueError("this state dict holds 8-bit state (codes and scales): load it into "
                          "RMSprop(state_bits=8), or convert it with "
@@ -120,9 +121,20 @@ def check_loadable(optimizer, state_dict):
     params = {}
     for saved, group in zip(state_dict.get("param_groups", []), optimizer.param_groups):
         params.update(zip(saved["params"], group["params"]))
+    loaded = []
     for index in eight:
         p = params.get(index)
         if p is None:
             continue  # torch's own loader reports a state for an unknown param
         eight_bit.check_codes_fit(state_dict["state"][index], tuple(p.shape),
                                   f"state of param {index}")
+        loaded.append((p, state_dict["state"][index]))
+    return loaded
+
+
+def restore_codes(optimizer, loaded):
+    """After torch's loader, which casts every state tensor of a float param to its dtype (the
+    codes to floats, the scales of half params to half): the codes and scales as saved."""
+    for p, saved in loaded:
+        for key in eight_bit.CODE_KEYS & set(saved):
+            optimizer.state[p][key] = saved[key].detach().to(p.device, copy=True)

@@ -9,7 +9,7 @@ refuses is said in the package's docstring (``fastrms.torch``).
 
 import torch
 
-from ..eight_bit import CODE_KEYS, check_state_bits
+from ..eight_bit import check_state_bits
 from ..threads import check_count
 from ..validate import check_extras, check_real
 from .amp import step_extras, verdict
@@ -20,7 +20,7 @@ from .flat_group import _FlatGroup
 from .param_state import (FORMAT, MASTER, _adopt_step, _has_master, _state_names, _state_of,
                           _step_counters, format_info)
 from .list_plan import refuse_under_capture
-from .eight_bit_state import check_loadable, step_eight_bit
+from .eight_bit_state import check_loadable, restore_codes, step_eight_bit
 from .step_plan import GroupPlan
 from .traced_step import init_group, traced_step
 from .tensors import _check_dtype
@@ -282,8 +282,9 @@ class RMSprop(torch.optim.Optimizer):
         if "sharded" in format_info(state_dict):
             raise ValueError("this is one rank's shard of a ShardedRMSprop state dict: load a "
                              "consolidated one (ShardedRMSprop.consolidate_state_dict)")
-        check_loadable(self, state_dict)
+        loaded = check_loadable(self, state_dict)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
+        restore_codes(self, loaded)
         for group in self.param_groups:
             _check_group(group)
         self._plans.clear()
@@ -295,20 +296,6 @@ class RMSprop(torch.optim.Optimizer):
                         fg.rebind(self.state)
                 else:
                     self._flatten_group(index)
-
-
-def _keep_scales(policy):
-    """torch's cast of loaded state to the param's dtype, except 8-bit scales (float32 always)."""
-    def process(param, value, param_id, param_groups, key=None):
-        if key in CODE_KEYS:
-            return value.to(device=param.device)
-        return policy(param, value, param_id, param_groups, key)
-
-    return staticmethod(process)
-
-
-RMSprop._process_value_according_to_param_policy = _keep_scales(
-    torch.optim.Optimizer._process_value_according_to_param_policy)
 
 
 def _copy_of(value):
