@@ -10,7 +10,9 @@ A mode is named by its param (and grad) dtype, then any of ``+master``, ``+stoch
 - ``+stochastic``: the half param is rounded stochastically (same memory traffic as nearest);
 - ``+clip``: fastrms's own clipping and loss-scaling path, the whole ``RMSprop.step`` with
   ``max_grad_norm`` and ``grad_scale``: ``inspect_grads`` (one read of the grads), then the update
-  with the clip factor and the grad scale inside.
+  with the clip factor and the grad scale inside;
+- ``+state8``: 8-bit state (``RMSprop(state_bits=8)``, docs/eight-bit.md): codes and a scale
+  per block of 256 instead of float32 state buffers.
 
 ``MIXED`` is the issue's set (the plain float32 step first, as the reference of the others).
 This module imports nothing heavy: the command's parser uses it.
@@ -20,7 +22,7 @@ from typing import NamedTuple
 
 DTYPES = ("float32", "float64", "float16", "bfloat16")
 HALF = ("float16", "bfloat16")
-FLAGS = ("master", "stochastic", "clip")
+FLAGS = ("master", "stochastic", "clip", "state8")
 MIXED = ("float32", "float32+clip", "bfloat16+master", "bfloat16+master+clip",
          "bfloat16+stochastic", "float16")
 ALIASES = {"mixed": MIXED}  # what --modes expands
@@ -31,6 +33,7 @@ class Mode(NamedTuple):
     master: bool = False
     stochastic: bool = False
     clip: bool = False
+    state8: bool = False
 
     @property
     def name(self):
@@ -49,7 +52,7 @@ class Mode(NamedTuple):
     @property
     def mixed(self):
         """Whether the step does more than the plain update of its dtype."""
-        return self.master or self.stochastic or self.clip
+        return self.master or self.stochastic or self.clip or self.state8
 
     def unclipped(self):
         """The same mode without ``+clip``: what a clipped row is compared with."""
@@ -71,6 +74,8 @@ def parse(text):
     if (mode.master or mode.stochastic) and not mode.half:
         raise ValueError(f"mode {text!r}: +master and +stochastic need a half dtype "
                          f"({' or '.join(HALF)})")
+    if mode.state8 and mode.dtype == "float64":
+        raise ValueError(f"mode {text!r}: +state8 is for float32 and half params")
     return mode
 
 

@@ -18,7 +18,7 @@ COLUMNS = [
     ("variant", "variant", "{}"),
     ("mode", "mode", "{}"),
     ("n", "n", "{}"),
-    ("B/el", "bytes_per_element", "{}"),
+    ("B/el", "bytes_per_element", "{:.4g}"),
     ("median", "median_s", None),
     ("GB/s", "gbps", "{:.1f}"),
     ("roof GB/s", "roofline_gbps", "{:.1f}"),

@@ -66,6 +66,11 @@ def host_buffers(variant, mode, n, seed=0, values=None):
     s = np.ones(n, dtype=state)  # a warm state: no denormals, no NaN, steady speed
     b = np.zeros(n, dtype=state) if momentum else None
     a = np.zeros(n, dtype=state) if centered else None
+    if mode.state8:  # the same values, coded (fastrms.eight_bit)
+        from ..eight_bit import quantised
+
+        s, b, a = (None if v is None else quantised(v, name)
+                   for v, name in zip((s, b, a), ("square_avg", "momentum_buffer", "grad_avg")))
     return x, g, s, b, a
 
 
@@ -96,11 +101,13 @@ def fastrms_step(backend, variant, mode, x, g, s, b, a, w=None):
     import fastrms
 
     grads = alternating(g)
-    if mode.clip:
+    if mode.clip or mode.state8:  # the whole RMSprop.step (8-bit state: the Codes in s, b, a)
         opt = fastrms.RMSprop(**BOOK, **variant_kwargs(variant), master_weights=mode.master,
-                              rounding=mode.rounding, max_grad_norm=MAX_GRAD_NORM, backend=backend)
+                              rounding=mode.rounding, backend=backend,
+                              max_grad_norm=MAX_GRAD_NORM if mode.clip else None)
         state = fastrms.RMSpropState(square_avg=s, momentum_buffer=b, grad_avg=a, master_param=w)
-        return lambda: opt.step(x, next(grads), state, grad_scale=GRAD_SCALE)
+        scale = GRAD_SCALE if mode.clip else None
+        return lambda: opt.step(x, next(grads), state, grad_scale=scale)
     kw = dict(BOOK, **variant_kwargs(variant), momentum_buffer=b, grad_avg=a, backend=backend)
     if mode.master or mode.stochastic:
         kw.update(master_param=w, rounding=mode.rounding)
@@ -208,6 +215,8 @@ def _on_gpu(step, cupy, sync=None):
 def _cupy_runner(variant, mode, n, host):
     cupy = _gpu_or_skip()
     _no_bfloat16_on_cupy(mode)
+    if mode.state8:
+        raise Skip("no CUDA kernel for 8-bit state yet (docs/eight-bit.md)")
     x, g, s, b, a = (None if v is None else cupy.asarray(v) for v in host)
     w = None if not mode.master else cupy.asarray(_master(host[0], mode))
     step = fastrms_step("cupy", variant, mode, x, g, s, b, a, w)
@@ -257,6 +266,11 @@ _RUNNERS = {
 }
 
 
+def _copy(v):
+    """A copy of a host buffer (8-bit state: of its codes and scales)."""
+    return type(v)(*(a.copy() for a in v)) if isinstance(v, tuple) else v.copy()
+
+
 def roofline_runner(device, variant, mode, n, host):
     """A kernel with the step's memory traffic in ``mode`` and one multiply-add per element, on
     ``device``; for a ``+clip`` mode, followed by one same-traffic read of the grads."""
@@ -264,7 +278,9 @@ def roofline_runner(device, variant, mode, n, host):
     if device == "cpu":
         from ..cpu import same_traffic
 
-        x, g, s, b, a = (None if v is None else v.copy() for v in host)
+        if mode.state8 and (mode.half or mode.clip):
+            raise Skip("the 8-bit same-traffic loop is for float32 params without clipping")
+        x, g, s, b, a = (None if v is None else _copy(v) for v in host)
         passes = [same_traffic.step_pass(x, g, s, b, a, _master(x, mode))]
         if mode.clip:
             passes.append(same_traffic.grad_read(g))

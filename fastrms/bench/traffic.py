@@ -12,6 +12,7 @@ VARIANTS = {
     "momentum+centered": (True, True),
 }
 MASTER_BYTES = 4  # a float32 master param
+CODE_BYTES = 1 + 4 / 256  # an 8-bit state value: its code and its share of the block's scale
 
 
 def _sizes(mode):
@@ -19,7 +20,7 @@ def _sizes(mode):
     params keep float32 state, as every backend does."""
     mode = modes.parse(mode)
     param = 2 if mode.half else np.dtype(mode.dtype).itemsize
-    return param, 4 if mode.half else param
+    return param, CODE_BYTES if mode.state8 else 4 if mode.half else param
 
 
 def bytes_per_element(variant, mode):
@@ -29,7 +30,8 @@ def bytes_per_element(variant, mode):
     grad: read, and with ``+clip`` read once more (``inspect_grads``); each state buffer
     (square_avg, and the momentum buffer and grad average where the variant has them): read +
     write. float32 plain: 4·3 + 4·2 = 20; bfloat16 + master: 2 + 8 + 2 + 8 = 20; bfloat16 or
-    float16 without a master: 4 + 2 + 8 = 14; float32 with clipping: 20 + 4 = 24.
+    float16 without a master: 4 + 2 + 8 = 14; float32 with clipping: 20 + 4 = 24; float32 with
+    8-bit state: 8 + 4 + 2·(1 + 4/256) = 14.03.
     """
     m = modes.parse(mode)
     momentum, centered = VARIANTS[variant]

@@ -34,7 +34,7 @@ BLOCK = quant8.BLOCK
 BLOCKS_PER_TASK = 64  # 2¹⁴ values per parallel task, as the float32 loops
 U32, F32 = np.uint32, np.float32
 _LINEAR, _STEP = F32(127.0), F32(1.0) / F32(127.0)
-_ZERO, _ONE, _MIN_SCALE = F32(0.0), F32(1.0), F32(2.0 ** -126)
+_ZERO = F32(0.0)
 
 
 def _i32(value):
@@ -126,21 +126,81 @@ def raise_top(typingctx, top, value):
     return types.uint32(types.uint32, types.float32), codegen
 
 
-@nb.njit(inline="always")
-def inverse_of(scale):
-    """``quant8.inverse_of`` for one scale."""
-    return _ONE / scale if scale >= _MIN_SCALE else _ZERO
+@intrinsic
+def inverse_of(typingctx, scale):
+    """``quant8.inverse_of`` for one scale: fl(1/scale) from 2⁻¹²⁶ up (inf: 0), else 0. A
+    select in IR: Numba's own conditional, inlined into the loop, tripped its SSA checks."""
+    def codegen(context, builder, signature, args):
+        normal = builder.fcmp_ordered(">=", args[0], _f32(2.0 ** -126))
+        return builder.select(normal, builder.fdiv(_f32(1.0), args[0]), _f32(0.0))
+
+    return types.float32(types.float32), codegen
 
 
-def _decoded(codes, scales, j, i, default):
-    """The signed buffer's value i of block j, or ``default`` when the buffer is absent."""
+def _decoded(codes, scale, i, default):
+    """A signed buffer's value i decoded with its block's ``scale``, or ``default`` when the
+    buffer is absent."""
 
 
 @overload(_decoded, inline="always")
-def _decoded_impl(codes, scales, j, i, default):
+def _decoded_impl(codes, scale, i, default):
     if isinstance(codes, types.NoneType):
-        return lambda codes, scales, j, i, default: default
-    return lambda codes, scales, j, i, default: decode_signed(codes[i]) * scales[j]
+        return lambda codes, scale, i, default: default
+    return lambda codes, scale, i, default: decode_signed(codes[i]) * scale
+
+
+def _scale(scales, j):
+    """``scales[j]``, or 0 when the buffer is absent."""
+
+
+@overload(_scale, inline="always")
+def _scale_impl(scales, j):
+    if isinstance(scales, types.NoneType):
+        return lambda scales, j: _ZERO
+    return lambda scales, j: scales[j]
+
+
+def _raised(scratch, top, value):
+    """``raise_top(top, value)``, or ``top`` when the buffer is absent."""
+
+
+@overload(_raised, inline="always")
+def _raised_impl(scratch, top, value):
+    if isinstance(scratch, types.NoneType):
+        return lambda scratch, top, value: top
+    return lambda scratch, top, value: raise_top(top, value)
+
+
+def _new_scale(scales, j, top):
+    """Write block j's scale (the magnitude pattern ``top``) and return its ``inverse_of``; 0
+    when the buffer is absent."""
+
+
+@overload(_new_scale, inline="always")
+def _new_scale_impl(scales, j, top):
+    if isinstance(scales, types.NoneType):
+        return lambda scales, j, top: _ZERO
+
+    def new_scale(scales, j, top):
+        scales[j] = _as_float32(top)
+        return inverse_of(_as_float32(top))
+
+    return new_scale
+
+
+def _code_signed_at(codes, i, scratch, k, inverse):
+    """``codes[i]`` from ``scratch[k]``; nothing when the buffer is absent."""
+
+
+@overload(_code_signed_at, inline="always")
+def _code_signed_at_impl(codes, i, scratch, k, inverse):
+    if isinstance(codes, types.NoneType):
+        return lambda codes, i, scratch, k, inverse: None
+
+    def code_at(codes, i, scratch, k, inverse):
+        codes[i] = code_signed(scratch[k], inverse)
+
+    return code_at
 
 
 def _scratch(codes):
@@ -154,89 +214,47 @@ def _scratch_impl(codes):
     return lambda codes: np.empty(BLOCK, np.float32)
 
 
-def _max_bits(scratch, i, top):
-    """``top`` raised to the magnitude bits of ``scratch[i]`` (absent: ``top``)."""
-
-
-@overload(_max_bits, inline="always")
-def _max_bits_impl(scratch, i, top):
-    if isinstance(scratch, types.NoneType):
-        return lambda scratch, i, top: top
-
-    return lambda scratch, i, top: raise_top(top, scratch[i])
-
-
-def _code_signed_block(codes, scales, j, scratch, n):
-    """Codes and scale of a signed buffer's block j from its new values in ``scratch``."""
-
-
-@overload(_code_signed_block)
-def _code_signed_block_impl(codes, scales, j, scratch, n):
-    if isinstance(codes, types.NoneType):
-        return lambda codes, scales, j, scratch, n: None
-
-    def code_block(codes, scales, j, scratch, n):
-        top = U32(0)
-        for i in range(n):
-            top = _max_bits(scratch, i, top)
-        scale = _as_float32(top)
-        scales[j] = scale
-        inverse = inverse_of(scale)
-        for i in range(n):
-            codes[i] = code_signed(scratch[i], inverse)
-
-    return code_block
-
-
 @functools.lru_cache(maxsize=None)
 def block_for(storage, centered):
-    """The step of one block for ``storage`` (param format, rounding): ``block(x, g, sc, ss, bc,
-    bs, ac, as_, w, j, kt, modes, key, offset, s_new, b_new, a_new)`` where x, g, the codes and
-    w are the block's slices, the scales whole arrays (block j's at j)."""
+    """The step of block j (elements lo..hi) for ``storage`` (param format, rounding):
+    ``block(x, g, sc, ss, bc, bs, ac, as_, w, lo, hi, j, kt, modes, key, offset, s_new, b_new,
+    a_new)`` over the whole arrays, indexed in place: slicing per block cost a reference count
+    on the arrays, an atomic that the threads contended for."""
     widen, narrow = storage_functions(*storage)
 
     @nb.njit(inline="always", error_model="numpy")
-    def block(x, g, sc, ss, bc, bs, ac, as_, w, j, kt, modes, key, offset, s_new, b_new, a_new):
-        n = x.size
-        s_scale = ss[j]
-        top = U32(0)
-        for i in range(n):  # decode, step, write the param, keep the new state
+    def block(x, g, sc, ss, bc, bs, ac, as_, w, lo, hi, j, kt, modes, key, offset, s_new, b_new,
+              a_new):
+        s_scale, b_scale, a_scale = ss[j], _scale(bs, j), _scale(as_, j)
+        top_s = top_b = top_a = U32(0)
+        for i in range(lo, hi):  # decode, step, write the param, keep the new state
             gi = widen(g[i])
             si = decode_unsigned(sc[i]) * s_scale
-            bi = _decoded(bc, bs, j, i, gi)
-            ai = _decoded(ac, as_, j, i, gi)
+            bi = _decoded(bc, b_scale, i, gi)
+            ai = _decoded(ac, a_scale, i, gi)
             if centered:
                 si = si + ai * ai
             xi, si, bi, ai = _element(_load(w, i, widen(x[i])), gi, si, bi, ai, kt, modes)
             _store(w, i, xi)
-            x[i] = narrow(xi, key, offset + np.uint64(i))
+            x[i] = narrow(xi, key, offset + i)
             if centered:
                 si = si - ai * ai
                 si = _ZERO if si < _ZERO else si
-            s_new[i] = si
-            top = raise_top(top, si)
-            _store(b_new, i, bi)
-            _store(a_new, i, ai)
-        scale = _as_float32(top)
-        ss[j] = scale
-        inverse = inverse_of(scale)
-        for i in range(n):  # the new codes, from the scratch
-            sc[i] = code_unsigned(s_new[i], inverse)
-        _code_signed_block(bc, bs, j, b_new, n)
-        _code_signed_block(ac, as_, j, a_new, n)
+            s_new[i - lo] = si
+            _store(b_new, i - lo, bi)
+            _store(a_new, i - lo, ai)
+            top_s = raise_top(top_s, si)
+            top_b = _raised(b_new, top_b, bi)
+            top_a = _raised(a_new, top_a, ai)
+        s_inverse = _new_scale(ss, j, top_s)
+        b_inverse = _new_scale(bs, j, top_b)
+        a_inverse = _new_scale(as_, j, top_a)
+        for i in range(lo, hi):  # the new codes, from the scratch
+            sc[i] = code_unsigned(s_new[i - lo], s_inverse)
+            _code_signed_at(bc, i, b_new, i - lo, b_inverse)
+            _code_signed_at(ac, i, a_new, i - lo, a_inverse)
 
     return block
-
-
-def _part(codes, lo, hi):
-    """``codes[lo:hi]``, or None when the buffer is absent (kernels._part, for uint8 too)."""
-
-
-@overload(_part, inline="always")
-def _part_impl(codes, lo, hi):
-    if isinstance(codes, types.NoneType):
-        return lambda codes, lo, hi: None
-    return lambda codes, lo, hi: codes[lo:hi]
 
 
 BLOCK_STEP = MODES = None  # the globals the loop reads, bound per variant by ``specialised``
@@ -249,11 +267,11 @@ def _loop(x, g, sc, ss, bc, bs, ac, as_, w, k, key, offset):
     for task in nb.prange((blocks + BLOCKS_PER_TASK - 1) // BLOCKS_PER_TASK):
         s_new, b_new, a_new = _scratch(sc), _scratch(bc), _scratch(ac)
         for j in range(task * BLOCKS_PER_TASK, min((task + 1) * BLOCKS_PER_TASK, blocks)):
-            lo = j * BLOCK
-            hi = min(lo + BLOCK, n)
-            BLOCK_STEP(x[lo:hi], g[lo:hi], sc[lo:hi], ss, _part(bc, lo, hi), bs,
-                       _part(ac, lo, hi), as_, _part(w, lo, hi), j, kt, MODES, key,
-                       offset + np.uint64(lo), s_new, b_new, a_new)
+            # Unsigned bounds: a signed index may be negative for all Numba knows, and the
+            # wrap-around it then adds kept the loops from vectorising.
+            BLOCK_STEP(x, g, sc, ss, bc, bs, ac, as_, w, np.uint64(j * BLOCK),
+                       np.uint64(min(j * BLOCK + BLOCK, n)), j, kt, MODES, key, offset, s_new,
+                       b_new, a_new)
 
 
 def kernel8(modes, parallel, storage):

@@ -7,7 +7,9 @@ One kind of loop per way a step moves its param:
   written: ``fastrms.cpu.kernels.same_traffic``;
 - ``HALF``: x and g as uint16 views (float16, bfloat16), float32 state: the step without a
   master, with either rounding (stochastic rounding moves the same bytes as nearest);
-- ``MASTER``: as ``HALF``, but the float32 master w is read and written and x only written.
+- ``MASTER``: as ``HALF``, but the float32 master w is read and written and x only written;
+- ``CODES``: as ``FLOAT`` (float32), with 8-bit state: each state buffer's codes read and
+  written, then its scales (one per 256 values) in a loop of their own.
 
 The half loops multiply-add in integers on the uint16 patterns: what they compute is not used,
 the bytes they move are. Each loop is written once and compiled serial and parallel, each under
@@ -26,8 +28,9 @@ from .grad_stats import LANES, same_traffic as _read_words
 from .jit import compile_loop
 from .kernels import _load, _store, same_traffic, specialised
 
-FLOAT, HALF, MASTER = "float", "half", "master"
+FLOAT, HALF, MASTER, CODES = "float", "half", "master", "codes"
 _MUL = np.uint16(3)  # the half loops' integer multiplier
+_MUL8 = np.uint8(3)  # the 8-bit loop's
 
 
 def half(x, g, s, b, a, k):
@@ -51,11 +54,26 @@ def master(x, g, s, b, a, w, k):
         _store(a, i, _load(a, i, c) * c + c)
 
 
+def codes(x, g, s, b, a, ss, bs, as_, k):
+    """``CODES``: reads and writes x (float32), the codes and the scales, reads g."""
+    c = k[0]
+    for i in nb.prange(x.size):
+        x[i] = x[i] * c + g[i]
+        s[i] = s[i] * _MUL8 + _MUL8
+        _store(b, i, _load(b, i, _MUL8) * _MUL8 + _MUL8)
+        _store(a, i, _load(a, i, _MUL8) * _MUL8 + _MUL8)
+    for j in nb.prange(ss.size):
+        ss[j] = ss[j] * c + c
+        _store(bs, j, _load(bs, j, c) * c + c)
+        _store(as_, j, _load(as_, j, c) * c + c)
+
+
 # Each loop compiled serial (prange runs as range) and parallel, each under its own name.
 _KERNELS = {(kind, parallel): compile_loop(
                 specialised(loop, f"{loop.__name__}_{'parallel' if parallel else 'serial'}"),
                 parallel)
-            for kind, loop in ((FLOAT, same_traffic), (HALF, half), (MASTER, master))
+            for kind, loop in ((FLOAT, same_traffic), (HALF, half), (MASTER, master),
+                               (CODES, codes))
             for parallel in (False, True)}
 
 
@@ -69,6 +87,11 @@ def step_pass(x, g, s, b=None, a=None, w=None, threads=None):
     pass copies), as ``fastrms.rmsprop_update(x, g, s, momentum_buffer=b, grad_avg=a,
     master_param=w)`` moves them; ``threads`` as for the step."""
     x, g = x.reshape(-1), g.reshape(-1)
+    if isinstance(s, tuple):  # 8-bit state (fastrms.eight_bit.Codes): float32 params only
+        parts = [(None, None) if c is None else (c.codes.reshape(-1), c.scales) for c in (s, b, a)]
+        args = (x, g, *(p[0] for p in parts), *(p[1] for p in parts),
+                np.array([0.5], dtype=np.float32))
+        return lambda: _run(kernel, CODES, x.size, threads, args, args)
     half = x.dtype.itemsize == 2
     if half:
         x, g = x.view(np.uint16), g.view(np.uint16)
