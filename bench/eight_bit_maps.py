@@ -8,7 +8,8 @@ grads 0.01·randn; torch's rule. At each step the float32 run's state is quantis
 scale = the block's largest magnitude), one step is taken from it, and the params are compared
 with the float32 step's: the mean |Δp| over elements and steps (and the mean |Δp| / |p|). Then
 centered RMSprop on low-variance grads (mean 0.01, sd 0.001 and 0.0001), storing the square
-average s or the variance v = s − a² in the unsigned map.
+average s or the variance v = s − a² in the unsigned map. Last, the block size, on i.i.d. grads
+and on grads whose magnitude changes every 64 values (as across a model's rows and layers).
 """
 
 import argparse
@@ -47,18 +48,18 @@ def nearest(v, table):
     return np.where(np.abs(v - table[lo]) <= np.abs(table[hi] - v), table[lo], table[hi])
 
 
-def round_trip(x, table):
+def round_trip(x, table, block=BLOCK):
     """``x`` quantised blockwise with ``table`` (values in [−1, 1] or [0, 1]) and decoded."""
     n = x.size
-    blocks = np.zeros(-(-n // BLOCK) * BLOCK, np.float32)
+    blocks = np.zeros(-(-n // block) * block, np.float32)
     blocks[:n] = x
-    blocks = blocks.reshape(-1, BLOCK)
+    blocks = blocks.reshape(-1, block)
     scale = np.abs(blocks).max(axis=1, keepdims=True)
     v = blocks / np.where(scale > 0, scale, 1)
     return (nearest(v, table) * scale).astype(np.float32).reshape(-1)[:n]
 
 
-def one_step_errors(rule, maps, n, steps, grads, variance=False, seed=0):
+def one_step_errors(rule, maps, n, steps, grads, variance=False, seed=0, block=BLOCK):
     rng = np.random.default_rng(seed)
     p = (0.1 * rng.standard_normal(n)).astype(np.float32)
     s = np.zeros(n, np.float32)
@@ -69,12 +70,13 @@ def one_step_errors(rule, maps, n, steps, grads, variance=False, seed=0):
         g = grads(rng, n)
         p32, s32, b32, a32, _ = evaluate(rule, p, g, s, b, a, step=t + 1)
         if t > 0:
-            qa = round_trip(a, maps["a"]) if a is not None else None
+            qa = round_trip(a, maps["a"], block) if a is not None else None
             if variance:  # store v = s − a², rebuild s = v + a² from the decoded values
-                qs = (round_trip(np.maximum(s - a * a, 0), maps["s"]) + qa * qa).astype(np.float32)
+                qs = (round_trip(np.maximum(s - a * a, 0), maps["s"], block)
+                      + qa * qa).astype(np.float32)
             else:
-                qs = round_trip(s, maps["s"])
-            qb = round_trip(b, maps["b"]) if b is not None else None
+                qs = round_trip(s, maps["s"], block)
+            qb = round_trip(b, maps["b"], block) if b is not None else None
             with np.errstate(invalid="ignore", divide="ignore"):
                 p8 = evaluate(rule, p, g, qs, qb, qa, step=t + 1)[0]
             d = np.abs(p8.astype(np.float64) - p32)
@@ -125,6 +127,21 @@ def main():
             err = one_step_errors(rule(centered=True), {"s": chosen_s, "a": LINEAR}, n,
                                   args.steps, grads, variance)
             print(f"  {label:22s} store {stored:20s} {err[0]:.2e} ({err[1]:.2e})  max {err[2]:.2e}")
+    print("block size (the chosen maps; momentum 0.9 + centered, v stored; scales cost 8 bytes "
+          "per block and step):")
+
+    def uneven(rng, size):  # magnitudes that change every 64 values (lognormal, sigma 1)
+        factor = np.exp(rng.standard_normal(-(-size // 64))).repeat(64)[:size]
+        return (0.01 * factor * rng.standard_normal(size)).astype(np.float32)
+
+    for label, grads in (("randn", randn), ("magnitudes varying per 64", uneven)):
+        for block in (64, 128, 256, 1024, 4096):
+            err = one_step_errors(rule(momentum=0.9, centered=True),
+                                  {"s": chosen_s, "b": LINEAR, "a": LINEAR}, n, args.steps, grads,
+                                  True, block=block)
+            chosen = " (chosen)" if block == BLOCK else ""
+            print(f"  {label:26s} {block:5d}{chosen:9s} {err[0]:.2e} ({err[1]:.2e})  "
+                  f"max {err[2]:.2e}  scale bytes/value {8 / block:.3f}")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,14 @@ then each new buffer is coded by blocks: its scale is the block's largest magnit
 arithmetic, each operation rounded once, so the kernels equal this reference bit for bit.
 """
 
+import functools
+import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import dispatch, quant8, reference, validate
-from ._buffers import PLAIN, Buffers
+from ._buffers import HOST, PLAIN, Buffers
 from .native import native
 from .overlaps import _byte_ranges_overlap
 from .rule import CENTERED_MODE, CLAMP_VARIANCE, CENTERED_NONE, at_least_zero
@@ -55,6 +57,7 @@ def takes_codes(param, threshold):
         str(param.dtype).rsplit(".", 1)[-1] in PARAM_DTYPES
 
 
+@functools.lru_cache(maxsize=256)
 def modes8(rule):
     """``rule.modes()`` with the variance clamp that centered 8-bit state needs."""
     m = list(rule.modes())
@@ -122,7 +125,7 @@ def apply8(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, s
         validate.check_step(rule, step)
     plain, place = [], None
     for name, a in (("param", param), ("grad", grad), ("master_param", master_param)):
-        a, where = (None, place) if a is None else native(a, name)
+        a, where = (None, place) if a is None else _native(a, name)
         place = _same_place(place, where, name)
         plain.append(a)
     param, grad, master_param = plain
@@ -137,7 +140,7 @@ def apply8(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, s
                             f"{type(c).__name__}")
         pair = []
         for part, a in zip(Codes._fields, c):
-            a, where = native(a, f"{name}.{part}")
+            a, where = _native(a, f"{name}.{part}")
             place = _same_place(place, where, f"{name}.{part}")
             pair.append(a)
         states.append(Codes(*pair))
@@ -157,6 +160,10 @@ def apply8(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, s
     if param.size and not skip:
         module.update8(Buffers(param, grad, *states, master_param), rule, step, threads,
                        extras=extras)
+
+
+def _native(a, name):
+    return (a, HOST) if type(a) is np.ndarray else native(a, name)
 
 
 def _same_place(place, where, name):
@@ -182,7 +189,14 @@ def _check_codes(name, c, param):
             raise ValueError(f"{label} is read-only, but fastrms updates it in place")
 
 
+_disjoint = {}  # ids of buffer sets found disjoint -> weakrefs (as overlaps._check_disjoint_set)
+
+
 def _check_disjoint(named):
+    key = tuple(id(a) for _, a in named)
+    refs = _disjoint.get(key)
+    if refs is not None and all(r is None or r() is not None for r in refs):
+        return
     present = [(n, a) for n, a in named if a is not None and a.size]
     host = isinstance(present[0][1], np.ndarray) if present else True
     for i, (name_i, a_i) in enumerate(present):
@@ -190,6 +204,10 @@ def _check_disjoint(named):
             if np.may_share_memory(a_i, a_j) if host else _byte_ranges_overlap(a_i, a_j):
                 raise ValueError(f"{name_i} and {name_j} overlap in memory; each must be its own "
                                  "buffer")
+    if host:
+        if len(_disjoint) >= 16:
+            _disjoint.clear()
+        _disjoint[key] = tuple(None if a is None else weakref.ref(a) for _, a in named)
 
 
 

@@ -21,9 +21,20 @@ from .param_state import MASTER, STATE_BUFFERS, _get_scalar_dtype, _has_master, 
 from .tensors import _check_dtype, _checked_grad
 
 
+_CODED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # eight_bit.PARAM_DTYPES
+
+
 def takes_codes(p, threshold):
-    """Whether param ``p`` keeps 8-bit state."""
-    return eight_bit.takes_codes(p, threshold) and p.is_contiguous()
+    """Whether param ``p`` keeps 8-bit state (``eight_bit.takes_codes``, and contiguous)."""
+    return p.numel() >= threshold and p.dtype in _CODED_DTYPES and p.is_contiguous()
+
+
+def _host(t):
+    """A CPU tensor as the NumPy array over its memory (what ``fastrms.native`` would make, at a
+    fraction of its cost per call); any other tensor as it is."""
+    if t.device.type == "cpu" and t.dtype != torch.bfloat16:
+        return t.detach().numpy()
+    return t
 
 
 def _wanted(group):
@@ -67,7 +78,7 @@ def step_eight_bit(optimizer, group, rule, threads, extras):
         master = None
         if takes_codes(p, optimizer.threshold):
             state = state8_of(state, p, group, optimizer.master_weights)
-            buffers = [Codes(*(state[key] for key in code_keys(name))) if on else None
+            buffers = [Codes(*(_host(state[key]) for key in code_keys(name))) if on else None
                        for name, on in wanted.items()]
             step_with = apply8
         else:
@@ -77,7 +88,7 @@ def step_eight_bit(optimizer, group, rule, threads, extras):
         if _has_master(optimizer.master_weights, p):
             master = state[MASTER]
         t = int(state["step"]) + 1
-        step_with(rule, p, p.grad, *buffers, step=t, backend=optimizer.backend, threads=threads,
+        step_with(rule, _host(p), _host(p.grad), *buffers, step=t, backend=optimizer.backend, threads=threads,
                   master_param=master, extras=part)
         state["step"].fill_(t)
         written.append(p)
