@@ -32,14 +32,20 @@ def test_every_instance_builds_for_every_arch_without_spills(device_build):
     reports = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", device_build)
     assert all(stores == loads == "0" for stores, loads in reports)
     if reports:
-        assert len(reports) == 32 * 3, "(16 + 16 multi-tensor) instances x sm_75, sm_80, sm_90"
+        assert len(reports) == 44 * 3, \
+            "(16 + 16 multi-tensor + 12 8-bit) instances x sm_75, sm_80, sm_90"
         entries = set(re.findall(r"Compiling entry function '(\w+)' for '(sm_\d+)'", device_build))
         assert {arch for _, arch in entries} == {"sm_75", "sm_80", "sm_90"}
-        assert len(entries) == 96
+        assert len(entries) == 132
         assert sum("rmsprop_multi_kernel" in name for name, _ in entries) == 48
-        # plan.BLOCKS_PER_SM = 4 blocks of 256 threads share 64K registers.
+        assert sum("rmsprop8_kernel" in name for name, _ in entries) == 36
+        # plan.BLOCKS_PER_SM = 4 blocks of 256 threads share 64K registers; the 8-bit kernel
+        # (rmsprop.cu says why) takes up to 72, 3 blocks.
+        names = re.findall(r"Compiling entry function '(\w+)'", device_build)
         registers = [int(r) for r in re.findall(r"Used (\d+) registers", device_build)]
-        assert len(registers) == 96 and max(registers) <= 64
+        assert len(registers) == len(names) == 132
+        assert max(r for n, r in zip(names, registers) if "rmsprop8" not in n) <= 64
+        assert max(r for n, r in zip(names, registers) if "rmsprop8" in n) <= 72
 
 
 def test_float32_ptx_has_128_bit_loads_and_stores(device_build):

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import skip_or_fail
 from fastrms.bench import gpu_roofline
-from fastrms.cuda import loader, plan, rule_args
+from fastrms.cuda import loader, plan, plan8, rule_args
 from native import toolchain
 
 ARCHS = (75, 80, 90)
@@ -32,15 +32,16 @@ def nvrtc():
 
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_instance_compiles_with_cupys_flags(nvrtc, arch):
-    names = plan.all_kernel_names() + plan.all_multi_kernel_names()
+    names = plan.all_kernel_names() + plan.all_multi_kernel_names() + plan8.all_kernel_names()
     lowered, cubin, log = nvrtc.compile_instances(loader.source(), loader.OPTIONS, names, arch,
                                                   toolchain.cuda_include_dir())
     assert "warning" not in log.lower(), log
     assert b"  "[:1][0] == 0x20  # NVRTC wrote into no bytes object the interpreter shares
     assert sorted(lowered) == sorted(names)
-    assert len(set(lowered.values())) == 32  # 16 + 16 distinct kernels, each in the cubin
+    assert len(set(lowered.values())) == 44  # 16 + 16 + 12 distinct kernels, each in the cubin
     for name, mangled in lowered.items():
         prefix = ("_ZN7fastrms20rmsprop_multi_kernel" if "multi" in name
+                  else "_ZN7fastrms15rmsprop8_kernel" if "rmsprop8" in name
                   else "_ZN7fastrms14rmsprop_kernel")
         assert mangled.startswith(prefix) and mangled.encode() in cubin
 

@@ -215,14 +215,17 @@ def _on_gpu(step, cupy, sync=None):
 def _cupy_runner(variant, mode, n, host):
     cupy = _gpu_or_skip()
     _no_bfloat16_on_cupy(mode)
-    if mode.state8:
-        raise Skip("no CUDA kernel for 8-bit state yet (docs/eight-bit.md)")
-    x, g, s, b, a = (None if v is None else cupy.asarray(v) for v in host)
+    x, g, s, b, a = (None if v is None else _to_device(cupy, v) for v in host)
     w = None if not mode.master else cupy.asarray(_master(host[0], mode))
     step = fastrms_step("cupy", variant, mode, x, g, s, b, a, w)
     # Any error of the first call skips the row with its reason (a mode the CUDA backend does not
     # take yet): the run goes on.
     return _on_gpu(_tried(step, Exception), cupy)
+
+
+def _to_device(cupy, v):
+    """A host buffer on the GPU (8-bit state: its codes and scales)."""
+    return type(v)(*map(cupy.asarray, v)) if isinstance(v, tuple) else cupy.asarray(v)
 
 
 def _no_bfloat16_on_cupy(mode):
@@ -287,9 +290,10 @@ def roofline_runner(device, variant, mode, n, host):
         return Runner(lambda: [run() for run in passes], "cpu")
     cupy = _gpu_or_skip()
     _no_bfloat16_on_cupy(mode)
-    if mode.master or mode.clip:
-        raise Skip("no GPU roofline for a master or clipping yet: rmsprop.cu's same-traffic build "
-                   "has no master buffer, grad_stats.cu no same-traffic read")
+    if mode.master or mode.clip or mode.state8:
+        raise Skip("no GPU roofline for a master, clipping or 8-bit state yet: rmsprop.cu's "
+                   "same-traffic build has no master buffer nor codes, grad_stats.cu no "
+                   "same-traffic read")
     from .gpu_roofline import same_traffic
 
     x, g, s, b, a = (None if v is None else cupy.asarray(v) for v in host)

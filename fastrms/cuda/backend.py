@@ -65,6 +65,29 @@ def launch(buffers, rule, step, options=loader.OPTIONS, extras=PLAIN):
         kernel((planned.grid,), (planned.block,), planned.args)
 
 
+def update8(buffers, rule, step, threads=None, extras=PLAIN):
+    """One launch of the 8-bit kernel over a validated ``Buffers`` of CuPy arrays whose state
+    buffers are ``fastrms.eight_bit.Codes`` (``plan8``)."""
+    import cupy
+
+    from . import arrays, plan8
+
+    param = buffers.param
+    if param.dtype not in plan8.DTYPES:
+        raise TypeError(f"param has dtype {param.dtype}: the 8-bit kernel takes "
+                        f"{', '.join(sorted(d.name for d in plan8.DTYPES))}")
+    device = param.device.id
+    addresses = [param.data.ptr, buffers.grad.data.ptr]
+    for c in buffers[2:5]:
+        addresses += [0, 0] if c is None else [c.codes.data.ptr, c.scales.data.ptr]
+    addresses.append(0 if buffers.master_param is None else buffers.master_param.data.ptr)
+    planned = plan8.plan8(param.dtype, addresses, param.size, rule, step,
+                          loader.multiprocessors(device), extras)
+    kernel = loader.kernel(device, planned.name)
+    with cupy.cuda.Device(device), arrays.launch_stream(param):
+        kernel((planned.grid,), (planned.block,), planned.args)
+
+
 def update_many(columns, rule, step, table, sizes, threads=None, extras=PLAIN):
     """Update every buffer set of ``columns`` (a ``Buffers`` of lists) in one launch
     (``fastrms.functional`` has checked them all; ``table`` and ``sizes`` are their host-side

@@ -489,6 +489,126 @@ __global__ void __launch_bounds__(BLOCK) rmsprop_multi_kernel(
     }
 }
 
+// ---- 8-bit state (fastrms/eight_bit.py, fastrms/quant8.py, fastrms/cpu/eight_bit.py) ----------
+// Each state buffer is uint8 codes plus a float32 scale per block of CODE_BLOCK values. One step
+// of a block: decode, the rule (with the variance clamp where centered), the param written, the
+// new state kept in registers, then, once the block's largest magnitude is known, the new codes
+// and scale. LANES threads share a block (lane l takes values l, l + LANES, ...), reduce their
+// largest magnitude patterns with warp shuffles, and lane 0 writes the scale. The GPU build uses
+// LANES = 32 (a warp per block, coalesced); the host emulation (tests/native/), which runs threads
+// one after another, builds LANES = 1, whose thread does a whole block: every value and bit
+// operation is the same, only the reduction's shuffles are not run there.
+enum { CODE_BLOCK = 256 };  // quant8.BLOCK (an enum: NVRTC warns of unused constexpr variables)
+
+// quant8.TABLES[UNSIGNED][c]: E5M3 from its bits (exponent field c / 8 + 96), c * 2^-33 below 8.
+__host__ __device__ __forceinline__ float decode_unsigned(unsigned c) {
+    return c >= 8u ? float_of((c << 20) + (96u << 23)) : static_cast<float>(c) * 0x1p-33f;
+}
+// quant8.TABLES[SIGNED][c]: (c - 127) * fl(1/127).
+__host__ __device__ __forceinline__ float decode_signed(unsigned c) {
+    return (static_cast<float>(c) - 127.0f) * (1.0f / 127.0f);
+}
+// quant8.inverse_of: fl(1/scale) from 2^-126 up, else 0 (NaN too).
+__host__ __device__ __forceinline__ float inverse_of(float scale) {
+    return scale >= 0x1p-126f ? 1.0f / scale : 0.0f;
+}
+// quant8.code_unsigned: min(|v * inverse|, 1) (NaN -> 1) to the nearest code, ties to even.
+__host__ __device__ __forceinline__ unsigned char code_unsigned(float v, float inverse) {
+    const unsigned bits = min32(bits_of(v * inverse) & 0x7FFFFFFFu, 0x3F800000u);
+    const unsigned shifted = bits - (96u << 23);
+    const unsigned normal = (shifted + 0x7FFFFu + ((shifted >> 20) & 1u)) >> 20;
+    const unsigned small = static_cast<unsigned>(rintf(float_of(min32(bits, 97u << 23)) * 0x1p33f));
+    return static_cast<unsigned char>(bits >= (97u << 23) ? normal : small);
+}
+// quant8.code_signed: v * inverse kept in [-1, 1] (NaN -> 1), then rint(127 w) + 127.
+__host__ __device__ __forceinline__ unsigned char code_signed(float v, float inverse) {
+    float w = v * inverse;
+    w = w <= 1.0f ? w : 1.0f;
+    w = w >= -1.0f ? w : -1.0f;
+    return static_cast<unsigned char>(static_cast<unsigned>(rintf(w * 127.0f) + 127.0f));
+}
+__host__ __device__ __forceinline__ unsigned magnitude(float v) { return bits_of(v) & 0x7FFFFFFFu; }
+__host__ __device__ __forceinline__ unsigned max32(unsigned a, unsigned b) { return a > b ? a : b; }
+
+// The largest of the LANES lanes' values (LANES = 1: the value itself).
+template <int LANES>
+__host__ __device__ __forceinline__ unsigned lanes_max(unsigned v) {
+#ifdef __CUDA_ARCH__
+#pragma unroll
+    for (int o = LANES / 2; o > 0; o /= 2) v = max32(v, __shfl_xor_sync(0xFFFFFFFFu, v, o));
+#endif
+    return v;
+}
+
+// One step over n values of one param with 8-bit state (absent buffers: null), grid-stride over
+// the blocks, LANES threads each. Element i takes the random bits of offset + i.
+// Registers: up to 67 (momentum + centered at sm_80+, 24 new values in flight), so 3 blocks of
+// 256 threads are resident per multiprocessor, not 4; capped at 64, ptxas spills.
+template <typename P, bool HAS_MOMENTUM, bool HAS_GRAD_AVG, int LANES>
+__global__ void __launch_bounds__(BLOCK) rmsprop8_kernel(
+    P* __restrict__ param, const P* __restrict__ grad, unsigned char* __restrict__ sq_codes,
+    float* __restrict__ sq_scales, unsigned char* __restrict__ mb_codes,
+    float* __restrict__ mb_scales, unsigned char* __restrict__ ga_codes,
+    float* __restrict__ ga_scales, float* __restrict__ master_param, long long n,
+    unsigned long long offset, const RuleArgs<float> rule, const float* __restrict__ amp_device) {
+    constexpr int PER = CODE_BLOCK / LANES;
+    if (found_inf(amp_device)) return;
+    const auto r = with_device_values(rule, nullptr, amp_device);
+    const int lane = static_cast<int>(threadIdx.x) % LANES;
+    const long long groups = static_cast<long long>(gridDim.x) * (blockDim.x / LANES);
+    const long long blocks = (n + CODE_BLOCK - 1) / CODE_BLOCK;
+    for (long long j = static_cast<long long>(blockIdx.x) * (blockDim.x / LANES) + threadIdx.x / LANES;
+         j < blocks; j += groups) {
+        const float s_scale = sq_scales[j];
+        const float b_scale = HAS_MOMENTUM ? mb_scales[j] : 0.0f;
+        const float a_scale = HAS_GRAD_AVG ? ga_scales[j] : 0.0f;
+        float s_new[PER], b_new[PER], a_new[PER];
+        unsigned top_s = 0u, top_b = 0u, top_a = 0u;
+        const long long first = j * CODE_BLOCK + lane;
+#pragma unroll
+        for (int q = 0; q < PER; ++q) {
+            const long long i = first + static_cast<long long>(q) * LANES;
+            if (i >= n) break;
+            float x = master_param != nullptr ? master_param[i] : Precision<P>::widen(param[i]);
+            const float g = Precision<P>::widen(grad[i]);
+            float s = decode_unsigned(sq_codes[i]) * s_scale;
+            float b = HAS_MOMENTUM ? decode_signed(mb_codes[i]) * b_scale : g;
+            float a = HAS_GRAD_AVG ? decode_signed(ga_codes[i]) * a_scale : g;
+            if (HAS_GRAD_AVG) s = s + a * a;  // the codes hold the variance: s = v + a^2
+            rmsprop_element<float, true>(x, g, s, b, a, r.k, opaque(r.m).m);
+            param[i] = rounded<P>(x, opaque(r.rounding), r.key, offset + i);
+            if (master_param != nullptr) master_param[i] = x;
+            if (HAS_GRAD_AVG) {
+                s = s - a * a;
+                s = s < 0.0f ? 0.0f : s;
+            }
+            s_new[q] = s;
+            top_s = max32(top_s, magnitude(s));
+            if (HAS_MOMENTUM) b_new[q] = b, top_b = max32(top_b, magnitude(b));
+            if (HAS_GRAD_AVG) a_new[q] = a, top_a = max32(top_a, magnitude(a));
+        }
+        top_s = lanes_max<LANES>(top_s);  // every lane has read the old scales by now
+        if (HAS_MOMENTUM) top_b = lanes_max<LANES>(top_b);
+        if (HAS_GRAD_AVG) top_a = lanes_max<LANES>(top_a);
+        if (lane == 0) {
+            sq_scales[j] = float_of(top_s);
+            if (HAS_MOMENTUM) mb_scales[j] = float_of(top_b);
+            if (HAS_GRAD_AVG) ga_scales[j] = float_of(top_a);
+        }
+        const float s_inverse = inverse_of(float_of(top_s));
+        const float b_inverse = inverse_of(float_of(top_b));
+        const float a_inverse = inverse_of(float_of(top_a));
+#pragma unroll
+        for (int q = 0; q < PER; ++q) {
+            const long long i = first + static_cast<long long>(q) * LANES;
+            if (i >= n) break;
+            sq_codes[i] = code_unsigned(s_new[q], s_inverse);
+            if (HAS_MOMENTUM) mb_codes[i] = code_signed(b_new[q], b_inverse);
+            if (HAS_GRAD_AVG) ga_codes[i] = code_signed(a_new[q], a_inverse);
+        }
+    }
+}
+
 }  // namespace fastrms
 
 // Every instance, for builds that compile the whole source (CMake's nvcc check, the host
@@ -511,6 +631,24 @@ FASTRMS_INSTANCES(float)
 FASTRMS_INSTANCES(double)
 FASTRMS_INSTANCES(__half)
 FASTRMS_INSTANCES(__nv_bfloat16)
+// The 8-bit kernel: a warp per block on the GPU, one thread per block in the host emulation.
+#ifdef __CUDACC__
+#define FASTRMS_LANES 32
+#else
+#define FASTRMS_LANES 1
+#endif
+#define FASTRMS_INSTANCE8(P, M, A)                                                         \
+    template __global__ void fastrms::rmsprop8_kernel<P, M, A, FASTRMS_LANES>(             \
+        P*, const P*, unsigned char*, float*, unsigned char*, float*, unsigned char*,      \
+        float*, float*, long long, unsigned long long, fastrms::RuleArgs<float>,           \
+        const float*);
+#define FASTRMS_INSTANCES8(P) FASTRMS_INSTANCE8(P, false, false) FASTRMS_INSTANCE8(P, true, false) \
+    FASTRMS_INSTANCE8(P, false, true) FASTRMS_INSTANCE8(P, true, true)
+FASTRMS_INSTANCES8(float)
+FASTRMS_INSTANCES8(__half)
+FASTRMS_INSTANCES8(__nv_bfloat16)
+#undef FASTRMS_INSTANCES8
+#undef FASTRMS_INSTANCE8
 #undef FASTRMS_INSTANCES
 #undef FASTRMS_BOTH
 #undef FASTRMS_MULTI_INSTANCE

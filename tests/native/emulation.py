@@ -7,7 +7,7 @@ import ctypes
 import numpy as np
 
 from fastrms._buffers import PLAIN
-from fastrms.cuda import plan, rule_args
+from fastrms.cuda import plan, plan8, rule_args
 
 # A kernel parameter's kind (host_kernels.cpp: cuda_host::signature) -> the NumPy kind of the
 # argument that fills it: pointers get addresses as np.uint64, a struct a structured array.
@@ -39,6 +39,10 @@ class HostKernels:
                         entry = f"fastrms_host_{kind}_{dtype.name}_{int(m)}{int(a)}"
                         self._by_name[name(dtype, m, a)] = (self._entry(entry),
                                                             self._signature(entry))
+                    if dtype in plan8.DTYPES:  # the device's name, the host's one-lane build
+                        entry = f"fastrms_host_eight_{dtype.name}_{int(m)}{int(a)}"
+                        self._by_name[plan8.kernel_name(dtype, m, a)] = (
+                            self._entry(entry), self._signature(entry))
 
     def _entry(self, entry):
         fn = getattr(self.lib, entry)
@@ -74,6 +78,19 @@ class HostKernels:
         addresses = tuple(None if b is None else b.ctypes.data for b in buffers)
         launch = plan.plan(param.dtype, addresses, param.size, rule, step, multiprocessors,
                            lr_device=lr_device, extras=extras)
+        self.launch(launch)
+        return launch
+
+    def step8(self, rule, step, param, grad, square_avg, momentum_buffer=None, grad_avg=None,
+              master_param=None, multiprocessors=2, extras=PLAIN):
+        """One 8-bit step on host arrays (state buffers: ``fastrms.eight_bit.Codes``), planned
+        as fastrms.cuda.backend.update8 plans it."""
+        addresses = [param.ctypes.data, grad.ctypes.data]
+        for c in (square_avg, momentum_buffer, grad_avg):
+            addresses += [0, 0] if c is None else [c.codes.ctypes.data, c.scales.ctypes.data]
+        addresses.append(0 if master_param is None else master_param.ctypes.data)
+        launch = plan8.plan8(param.dtype, addresses, param.size, rule, step, multiprocessors,
+                             extras)
         self.launch(launch)
         return launch
 

@@ -7,7 +7,7 @@
 //   fastrms_host_<...>_signature(kinds, sizes, capacity): its parameters' kinds and sizes, which
 //     emulation.py checks the arguments against (a mistyped argument is refused).
 // <kernel> is "single" (rmsprop_kernel) or "multi" (rmsprop_multi_kernel; its tables are host
-// memory here). Nothing here spells a kernel parameter: the kernels' own signatures say them.
+// memory here); "eight_<dtype>_<flags>" is rmsprop8_kernel with one lane per block. Nothing here spells a kernel parameter: the kernels' own signatures say them.
 #include "cuda_host.h"
 
 #include "rmsprop_source.cu"
@@ -28,3 +28,14 @@ HOST_ENTRIES(float32, float)
 HOST_ENTRIES(float64, double)
 HOST_ENTRIES(float16, __half)
 HOST_ENTRIES(bfloat16, __nv_bfloat16)
+
+// The 8-bit kernel (one thread per block of codes here: LANES = 1), "eight_<dtype>_<flags>".
+#define HOST_ENTRIES8(NAME, P)                                                    \
+    HOST_ENTRY(eight_##NAME##_00, (fastrms::rmsprop8_kernel<P, false, false, 1>)) \
+    HOST_ENTRY(eight_##NAME##_10, (fastrms::rmsprop8_kernel<P, true, false, 1>))  \
+    HOST_ENTRY(eight_##NAME##_01, (fastrms::rmsprop8_kernel<P, false, true, 1>))  \
+    HOST_ENTRY(eight_##NAME##_11, (fastrms::rmsprop8_kernel<P, true, true, 1>))
+
+HOST_ENTRIES8(float32, float)
+HOST_ENTRIES8(float16, __half)
+HOST_ENTRIES8(bfloat16, __nv_bfloat16)
