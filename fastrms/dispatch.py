@@ -42,6 +42,17 @@ class MultiTensorBackend(Backend, Protocol):
         ``extras.offsets``: one stochastic-rounding counter per set."""
 
 
+@runtime_checkable
+class EightBitBackend(Backend, Protocol):
+    """A backend that also steps 8-bit state (optional: ``fastrms.eight_bit.apply8`` refuses a
+    backend without it; the numpy backend's is ``eight_bit.update8``)."""
+
+    def update8(self, buffers: Any, rule: Any, step: Optional[int],
+                threads: Optional[int] = None, extras: Any = None) -> None:
+        """One in-place step over a validated ``Buffers`` whose state buffers are
+        ``fastrms.eight_bit.Codes`` (uint8 codes, float32 scales per block of 256)."""
+
+
 _MODULES = {}  # name -> module path, in registration order
 _AUTO = {}  # place -> the backend ``backend="auto"`` picks there
 _LOADED = {}  # name -> (module or None, reason it is unusable or None)

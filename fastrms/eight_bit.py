@@ -103,8 +103,7 @@ def _evaluate8(rule, param, grad, square_avg, momentum_buffer, grad_avg, step, m
 
 
 def update8(buffers, rule, step, threads=None, extras=PLAIN):
-    """The reference backend's in-place 8-bit step (``Buffers`` of NumPy arrays and ``Codes``;
-    ``fastrms.reference.update8``)."""
+    """The reference backend's in-place 8-bit step (``Buffers`` of NumPy arrays and ``Codes``)."""
     results = evaluate8(rule, *buffers[:5], step=step, master_param=buffers.master_param,
                         extras=extras)
     np.copyto(buffers.param, results[0], casting="same_kind")
@@ -145,7 +144,9 @@ def apply8(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, s
             pair.append(a)
         states.append(Codes(*pair))
     module = dispatch.resolve(backend, place)
-    if getattr(module, "update8", None) is None:
+    # The reference backend's 8-bit step is this module's own (reference.py cannot import it).
+    step8 = update8 if module is reference else getattr(module, "update8", None)
+    if step8 is None:
         raise ValueError(f"backend {module.NAME!r} has no 8-bit step")
     if param.dtype.name not in PARAM_DTYPES:
         raise TypeError(f"param has dtype {param.dtype}: 8-bit state is for "
@@ -158,8 +159,7 @@ def apply8(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, s
                     + [(f"{n}.{part}", a) for n, c in zip(KINDS, states) if c is not None
                        for part, a in zip(Codes._fields, c)])
     if param.size and not skip:
-        module.update8(Buffers(param, grad, *states, master_param), rule, step, threads,
-                       extras=extras)
+        step8(Buffers(param, grad, *states, master_param), rule, step, threads, extras=extras)
 
 
 def _native(a, name):

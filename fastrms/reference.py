@@ -90,9 +90,3 @@ def update(buffers, rule, step, threads=None, extras=PLAIN):
         if buf is not None:
             np.copyto(buf, new, casting="same_kind")
 
-
-def update8(buffers, rule, step, threads=None, extras=PLAIN):
-    """One in-place step on 8-bit state: ``fastrms.eight_bit.update8``."""
-    from .eight_bit import update8 as step8  # eight_bit builds on this module
-
-    step8(buffers, rule, step, threads, extras)

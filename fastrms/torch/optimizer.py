@@ -17,8 +17,8 @@ from .groups import _check_defaults, _check_group, rule_of
 from ..threads import resolve as resolve_threads
 from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
 from .flat_group import _FlatGroup
-from .param_state import (FORMAT, MASTER, _adopt_step, _has_master, _state_names, _state_of,
-                          _step_counters, format_info)
+from .param_state import (FORMAT, MASTER, _adopt_step, _copy_of, _has_master, _state_names,
+                          _state_of, _step_counters, _step_device, format_info)
 from .list_plan import refuse_under_capture
 from .eight_bit_state import check_loadable, restore_codes, step_eight_bit
 from .step_plan import GroupPlan
@@ -296,23 +296,3 @@ class RMSprop(torch.optim.Optimizer):
                         fg.rebind(self.state)
                 else:
                     self._flatten_group(index)
-
-
-def _copy_of(value):
-    """``value`` with its tensors cloned, dicts looked into (entries that are not a param's state,
-    like a hook's ``state["test"] = 1``, are kept as they are)."""
-    if torch.is_tensor(value):
-        return value.clone()
-    if isinstance(value, dict):
-        return {key: _copy_of(v) for key, v in value.items()}
-    return value
-
-
-def _step_device(group, device_steps=False):
-    """Where a group's step counts live: on the params' device if capturable (torch's layout;
-    counted there without a host copy) or once a GradScaler's verdict stayed on a CUDA device
-    (``device_steps``: the count is corrected there), else on the CPU."""
-    params = group["params"]
-    if params and (group.get("capturable") or (device_steps and params[0].is_cuda)):
-        return params[0].device
-    return torch.device("cpu")

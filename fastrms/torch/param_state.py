@@ -105,3 +105,23 @@ def _stepped_states(optimizer, group, step_views):
         state = _state_of(optimizer.state[p], p, group, optimizer.master_weights)
         _adopt_step(state, step_views[position])
         yield position, p, state
+
+
+def _copy_of(value):
+    """``value`` with its tensors cloned, dicts looked into (entries that are not a param's state,
+    like a hook's ``state["test"] = 1``, are kept as they are)."""
+    if torch.is_tensor(value):
+        return value.clone()
+    if isinstance(value, dict):
+        return {key: _copy_of(v) for key, v in value.items()}
+    return value
+
+
+def _step_device(group, device_steps=False):
+    """Where a group's step counts live: on the params' device if capturable (torch's layout;
+    counted there without a host copy) or once a GradScaler's verdict stayed on a CUDA device
+    (``device_steps``: the count is corrected there), else on the CPU."""
+    params = group["params"]
+    if params and (group.get("capturable") or (device_steps and params[0].is_cuda)):
+        return params[0].device
+    return torch.device("cpu")
