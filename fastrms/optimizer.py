@@ -107,9 +107,10 @@ class RMSprop:
                 clip = clip_factor(self.max_grad_norm, norm, state_dtype(numpy_dtype(grad.dtype)))
         skip = bool(found_inf) if found_inf is not None else False
         extras = extras_of(grad_scale, clip, self.rounding, self.seed, t)
-        (apply8 if isinstance(state.square_avg, Codes) else apply)(self.rule, param, grad, state.square_avg, state.momentum_buffer, state.grad_avg,
-              step=t, backend=self.backend, threads=self.threads,
-              master_param=state.master_param, extras=extras, skip=skip)
+        step_with = apply8 if isinstance(state.square_avg, Codes) else apply
+        step_with(self.rule, param, grad, state.square_avg, state.momentum_buffer, state.grad_avg,
+                  step=t, backend=self.backend, threads=self.threads,
+                  master_param=state.master_param, extras=extras, skip=skip)
         if skip:
             self.skipped_steps += 1
             return False

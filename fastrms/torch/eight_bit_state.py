@@ -46,6 +46,8 @@ def state8_of(state, p, group, master_weights):
     buffers), with float32 buffers under torch's names quantised (``eight_bit.eight_bit_state``)."""
     if len(state) == 0:
         state["step"] = torch.zeros((), dtype=_get_scalar_dtype())
+    if not torch.is_tensor(state["step"]):
+        state["step"] = torch.tensor(float(state["step"]), dtype=_get_scalar_dtype())
     wanted = _wanted(group)
     floats = {name: state.pop(name).detach().float().cpu().numpy() for name in STATE_BUFFERS
               if name in state}
@@ -86,10 +88,10 @@ def step_eight_bit(optimizer, group, rule, threads, extras):
             buffers = [state[name] if on else None for name, on in wanted.items()]
             step_with = apply
         if _has_master(optimizer.master_weights, p):
-            master = state[MASTER]
+            master = _host(state[MASTER])
         t = int(state["step"]) + 1
-        step_with(rule, _host(p), _host(p.grad), *buffers, step=t, backend=optimizer.backend, threads=threads,
-                  master_param=master, extras=part)
+        step_with(rule, _host(p), _host(p.grad), *buffers, step=t, backend=optimizer.backend,
+                  threads=threads, master_param=master, extras=part)
         state["step"].fill_(t)
         written.append(p)
     if written:
