@@ -276,3 +276,39 @@ def test_eight_bit_state_is_at_least_3_7_times_smaller():
         assert size / size8 >= 3.7
     assert isinstance(fastrms.RMSprop(state_bits=8).init(np.zeros(4095, np.float32)).square_avg,
                       np.ndarray)  # under the threshold: float32
+
+
+@pytest.mark.parametrize("kind", [quant8.UNSIGNED, quant8.SIGNED])
+def test_the_numba_element_operations_equal_quant8s(kind):
+    """The kernel's decode, inverse and coding (LLVM IR, fastrms.cpu.eight_bit) against
+    fastrms.quant8 on every code and on test_quant8's values (every midpoint and its float32
+    neighbours among them), scaled by inverses of normal, tiny, zero, inf and NaN scales, and on
+    NaN, inf and values past 1."""
+    import numba
+    from test_quant8 import values
+    from fastrms.cpu import eight_bit as kernel
+
+    code = kernel.code_unsigned if kind == quant8.UNSIGNED else kernel.code_signed
+    decode = kernel.decode_unsigned if kind == quant8.UNSIGNED else kernel.decode_signed
+
+    @numba.njit(error_model="numpy")
+    def run(v, scales, codes, out, decoded, inverses):
+        for j in range(scales.size):
+            inverses[j] = kernel.inverse_of(scales[j])
+            for i in range(v.size):
+                out[j, i] = code(v[i], inverses[j])
+        for c in range(codes.size):
+            decoded[c] = decode(codes[c])
+
+    v = np.concatenate([values(kind, n=1 << 16), np.float32([np.nan, np.inf, -np.inf, 1.5, -3])])
+    scales = np.float32([1, 0.5, 3e-39, 0, np.inf, np.nan, 2.0 ** -126, 7.25])
+    codes = np.arange(256, dtype=np.uint8)
+    out = np.empty((scales.size, v.size), np.uint8)
+    decoded, inverses = np.empty(256, np.float32), np.empty(scales.size, np.float32)
+    run(v, scales, codes, out, decoded, inverses)
+    want_inverses = quant8.inverse_of(scales)
+    cases.assert_same(inverses, want_inverses, err_msg="inverse_of")
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = [quant8.CODERS[kind](v, inverse).astype(np.uint8) for inverse in want_inverses]
+    np.testing.assert_array_equal(out, np.stack(want))
+    cases.assert_same(decoded, quant8.TABLES[kind], err_msg="decode")
