@@ -50,8 +50,6 @@ CACHES = (
           "format, rounding)", "never: Python functions of a constant key"),
     Cache("fastrms.eight_bit", "modes8", "a rule's modes with the 8-bit variance clamp",
           "never: a function of the frozen rule"),
-    Cache("fastrms.eight_bit", "_disjoint", "8-bit buffer sets found disjoint, by ids, held "
-          "weakly", "a dead weakref (an id reused) is a miss"),
     Cache("fastrms.cpu.eight_bit", "_kernel8", "the jitted 8-bit loop per (modes, parallel, "
           "storage)", "as _kernel"),
     Cache("fastrms.cpu.eight_bit", "block_for", "the inlined 8-bit block step per (storage, "

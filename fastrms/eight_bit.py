@@ -16,7 +16,6 @@ arithmetic, each operation rounded once, so the kernels equal this reference bit
 """
 
 import functools
-import weakref
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -24,7 +23,7 @@ import numpy as np
 from . import dispatch, quant8, reference, validate
 from ._buffers import HOST, PLAIN, Buffers
 from .native import native
-from .overlaps import _byte_ranges_overlap
+from .overlaps import _check_disjoint_set
 from .rule import CENTERED_MODE, CLAMP_VARIANCE, CENTERED_NONE, at_least_zero
 
 KINDS = {"square_avg": quant8.UNSIGNED, "momentum_buffer": quant8.SIGNED,
@@ -69,6 +68,11 @@ def quantised(values, name):
     """``Codes`` of float32 NumPy ``values`` for state buffer ``name`` (its map)."""
     codes, scales = quant8.quantise(values, KINDS[name])
     return Codes(codes.reshape(np.shape(values)), scales)
+
+
+def filled(shape, fill, name):
+    """``Codes`` (NumPy) of a fresh state buffer ``name`` of ``shape`` holding ``fill``."""
+    return quantised(np.full(shape, fill, np.float32), name)
 
 
 def decoded(codes, name):
@@ -155,9 +159,10 @@ def apply8(rule, param, grad, square_avg, momentum_buffer=None, grad_avg=None, s
     for name, c in zip(KINDS, states):
         if c is not None:
             _check_codes(name, c, param)
-    _check_disjoint([("param", param), ("grad", grad), ("master_param", master_param)]
-                    + [(f"{n}.{part}", a) for n, c in zip(KINDS, states) if c is not None
-                       for part, a in zip(Codes._fields, c)])
+    named = [("param", param), ("grad", grad), ("master_param", master_param)] + [
+        (f"{n}.{part}", a) for n, c in zip(KINDS, states) if c is not None
+        for part, a in zip(Codes._fields, c)]
+    _check_disjoint_set([a for _, a in named], [n for n, _ in named])
     if param.size and not skip:
         step8(Buffers(param, grad, *states, master_param), rule, step, threads, extras=extras)
 
@@ -187,28 +192,6 @@ def _check_codes(name, c, param):
             raise ValueError(f"{label} must be C-contiguous (fastrms updates buffers in place)")
         if not getattr(a.flags, "writeable", True):
             raise ValueError(f"{label} is read-only, but fastrms updates it in place")
-
-
-_disjoint = {}  # ids of buffer sets found disjoint -> weakrefs (as overlaps._check_disjoint_set)
-
-
-def _check_disjoint(named):
-    key = tuple(id(a) for _, a in named)
-    refs = _disjoint.get(key)
-    if refs is not None and all(r is None or r() is not None for r in refs):
-        return
-    present = [(n, a) for n, a in named if a is not None and a.size]
-    host = isinstance(present[0][1], np.ndarray) if present else True
-    for i, (name_i, a_i) in enumerate(present):
-        for name_j, a_j in present[i + 1:]:
-            if np.may_share_memory(a_i, a_j) if host else _byte_ranges_overlap(a_i, a_j):
-                raise ValueError(f"{name_i} and {name_j} overlap in memory; each must be its own "
-                                 "buffer")
-    if host:
-        if len(_disjoint) >= 16:
-            _disjoint.clear()
-        _disjoint[key] = tuple(None if a is None else weakref.ref(a) for _, a in named)
-
 
 
 # -- state dicts: 8-bit buffers under their own keys, and the conversions both ways ----------

@@ -6,7 +6,7 @@ import numpy as np
 
 from ._spec import CONVENTIONS, clip_factor, rule_for
 from .dtypes import numpy_dtype, state_dtype
-from .eight_bit import Codes, apply8, check_state_bits, quantised, takes_codes
+from .eight_bit import Codes, apply8, check_state_bits, filled, takes_codes
 from .functional import apply, extras_of
 from .grad_stats import inspect_grads
 from .state import RMSpropState, copy_like, full_like, widened_copy
@@ -125,10 +125,8 @@ class RMSprop:
 def eight_bit_buffers(param, rule):
     """Fresh 8-bit state buffers for ``param`` (``Codes`` of its kind and device): the square
     average at ``rule.initial_scale``, the others at zero."""
-    n = int(np.prod(param.shape))
     values = {"square_avg": rule.initial_scale, "momentum_buffer": 0.0 if rule.momentum else None,
               "grad_avg": 0.0 if rule.centered else None}
     return {name: None if fill is None else Codes(*(
-        copy_like(a, param) for a in quantised(np.full(n, fill, np.float32).reshape(param.shape),
-                                                 name)))
+        copy_like(a, param) for a in filled(tuple(param.shape), fill, name)))
             for name, fill in values.items()}

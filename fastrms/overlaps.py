@@ -20,14 +20,16 @@ _disjoint_sets = {}
 _DISJOINT_KEPT = 16
 
 
-def _check_disjoint_set(arrays):
+def _check_disjoint_set(arrays, names=NAMES):
+    """Refuse overlapping buffers of one set (``names``: each array's name in the message; an
+    8-bit step's set names codes and scales, ``fastrms.eight_bit``)."""
     key = tuple(map(id, arrays))
     refs = _disjoint_sets.get(key)
     if refs is not None and all(r is None or r() is not None for r in refs):
         return
     # C-contiguous buffers overlap exactly when their byte ranges do, so the cheap bounds test of
     # may_share_memory is exact here. grad is only read, but must not overlap a written buffer.
-    present = [(n, a) for n, a in zip(NAMES, arrays) if a is not None]
+    present = [(n, a) for n, a in zip(names, arrays) if a is not None]
     host = isinstance(arrays[0], np.ndarray)
     may_share = np.may_share_memory if host else _byte_ranges_overlap
     for i, (name_i, a_i) in enumerate(present):

@@ -182,8 +182,9 @@ def _new_scale_impl(scales, j, top):
         return lambda scales, j, top: _ZERO
 
     def new_scale(scales, j, top):
-        scales[j] = _as_float32(top)
-        return inverse_of(_as_float32(top))
+        scale = _as_float32(top)
+        scales[j] = scale
+        return inverse_of(scale)
 
     return new_scale
 

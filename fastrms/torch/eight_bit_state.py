@@ -57,7 +57,7 @@ def state8_of(state, p, group, master_weights):
     for name in STATE_BUFFERS:
         codes_key, scales_key = code_keys(name)
         if wanted[name] and codes_key not in state:
-            codes, scales = eight_bit.quantised(np.zeros(tuple(p.shape), np.float32), name)
+            codes, scales = eight_bit.filled(tuple(p.shape), 0.0, name)
             state[codes_key] = torch.from_numpy(codes).to(p.device)
             state[scales_key] = torch.from_numpy(scales).to(p.device)
     if _has_master(master_weights, p) and state.get(MASTER) is None:
