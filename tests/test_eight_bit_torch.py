@@ -59,6 +59,59 @@ def test_steps_equal_fastrms_rmsprop_with_8_bit_state():
     assert kinds == [p.numel() >= 1024 for p in model.parameters()] == [True, False, False, False]
 
 
+def train_dropping(model, opt, steps, seed=1):
+    """``train``, with no gradient for the last layer's weight at the third step."""
+    g = torch.Generator().manual_seed(seed)
+    for step in range(steps):
+        X = torch.randn(32, 16, generator=g, dtype=next(model.parameters()).dtype)
+        opt.zero_grad()
+        ((model(X) - X[:, :1] ** 2) ** 2).float().mean().backward()
+        if step == 2:
+            model[2].weight.grad = None
+        opt.step()
+
+
+@pytest.mark.parametrize("threshold", [0, 1024])
+@pytest.mark.parametrize("dtype, extra", [
+    (torch.float32, {}), (torch.bfloat16, dict(master_weights=True, rounding="stochastic"))])
+def test_flatten_true_equals_a_call_per_param_bit_for_bit(threshold, dtype, extra):
+    """flatten=True packs the params with 8-bit state into one buffer whose segments start on
+    blocks: the same params and state bits as flatten=False, with a step where one param has
+    no gradient (one call per param then); a state dict of either loads into the other."""
+    kw = dict(state_bits=8, threshold=threshold, **extra, **KW)
+    model, flat_model = mlp(dtype=dtype), mlp(dtype=dtype)
+    opt = ft.RMSprop(model.parameters(), **kw)
+    flat = ft.RMSprop(flat_model.parameters(), flatten=True, **kw)
+    train_dropping(model, opt, 5)
+    train_dropping(flat_model, flat, 5)
+    same_params(model, flat_model)
+    saved, flat_saved = opt.state_dict(), flat.state_dict()
+    assert saved["state"].keys() == flat_saved["state"].keys()
+    for index, state in saved["state"].items():
+        assert state.keys() == flat_saved["state"][index].keys()
+        for key, value in state.items():
+            assert torch.equal(value, flat_saved["state"][index][key]), (index, key)
+    coded = [p for p in flat_model.parameters() if eight_bit.is_eight_bit(flat.state[p])]
+    assert len(coded) == (4 if threshold == 0 else 1)
+    (group8,) = [fg for fg in flat._flat[0] if fg.params[0] is coded[0]]
+    assert all(o % 256 == 0 for o in group8.flat.offsets)
+    whole = group8.buffer("square_avg")[0]
+    for p in coded:  # the state is views of the flat codes and scales
+        codes, scales = flat.state[p]["square_avg_codes"], flat.state[p]["square_avg_scales"]
+        assert codes.untyped_storage().data_ptr() == whole.codes.untyped_storage().data_ptr()
+        assert scales.untyped_storage().data_ptr() == whole.scales.untyped_storage().data_ptr()
+    for source, flatten in ((saved, True), (flat_saved, False)):  # each into the other kind
+        twin, continued = copy.deepcopy(model), copy.deepcopy(model)
+        resumed = ft.RMSprop(twin.parameters(), flatten=flatten, **kw)
+        again = ft.RMSprop(continued.parameters(), **kw)
+        for o, sd in ((resumed, source), (again, saved)):
+            o.load_state_dict(copy.deepcopy(sd))
+            o.calls = opt.calls  # stochastic rounding is keyed by the count of step() calls
+        train(twin, resumed, 3, seed=2)
+        train(continued, again, 3, seed=2)
+        same_params(twin, continued)
+
+
 def test_a_state_dict_saved_mid_run_continues_as_if_uninterrupted():
     model, twin = mlp(), mlp()
     opt = ft.RMSprop(model.parameters(), state_bits=8, threshold=0, **KW)
@@ -171,7 +224,6 @@ def test_state_dicts_that_do_not_fit_are_refused_and_nothing_is_written():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(state_bits=16), "state_bits must be 8 or 32"),
     (dict(state_bits=8, threshold=-5), "threshold must be an integer >= 0"),
-    (dict(state_bits=8, flatten=True), "does not combine with flatten=True"),
     (dict(state_bits=8, capturable=True), "capturable=True"),
 ])
 def test_bad_arguments_are_refused(kwargs, message):

@@ -101,3 +101,34 @@ def test_state_dict_from_a_newer_format_is_refused():
     saved["fastrms"] = {"format": FORMAT + 1}
     with pytest.raises(ValueError, match="newer fastrms"):
         ours.load_state_dict(saved)
+
+
+@pytest.mark.parametrize("flatten", [False, True])
+def test_half_params_keep_float32_state_and_masters_through_a_state_dict(flatten):
+    """torch's loader casts every state tensor of a float param to the param's dtype: the
+    float32 square averages and masters of bfloat16 params would come back as bfloat16. They
+    load as saved, and the run continues as if uninterrupted."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(64, 64).to(torch.bfloat16)
+    kw = dict(lr=1e-3, momentum=0.9, master_weights=True, flatten=flatten)
+    opt = RMSprop(model.parameters(), **kw)
+
+    def run(m, o, steps):
+        for _ in range(steps):
+            o.zero_grad()
+            m(torch.randn(8, 64, dtype=torch.bfloat16)).float().pow(2).mean().backward()
+            o.step()
+
+    run(model, opt, 3)
+    saved = copy.deepcopy(opt.state_dict())
+    twin = copy.deepcopy(model)
+    resumed = RMSprop(twin.parameters(), **kw)
+    resumed.load_state_dict(saved)
+    for key in ("square_avg", "momentum_buffer", "master_param"):
+        assert resumed.state[twin.weight][key].dtype == torch.float32
+        assert torch.equal(resumed.state[twin.weight][key], saved["state"][0][key])
+    torch.manual_seed(1)
+    run(model, opt, 2)
+    torch.manual_seed(1)
+    run(twin, resumed, 2)
+    assert torch.equal(model.weight, twin.weight) and torch.equal(model.bias, twin.bias)

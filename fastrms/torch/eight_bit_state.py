@@ -17,16 +17,18 @@ from .. import eight_bit
 from ..eight_bit import Codes, apply8, code_keys
 from ..functional import apply
 from ..rounding import offset_of
-from .param_state import MASTER, STATE_BUFFERS, _get_scalar_dtype, _has_master, _state_of
+from .param_state import (MASTER, STATE_BUFFERS, _get_scalar_dtype, _has_master, _state_of,
+                          saved_states)
 from .tensors import _check_dtype, _checked_grad
 
 
 _CODED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)  # eight_bit.PARAM_DTYPES
 
 
-def takes_codes(p, threshold):
-    """Whether param ``p`` keeps 8-bit state (``eight_bit.takes_codes``, and contiguous)."""
-    return p.numel() >= threshold and p.dtype in _CODED_DTYPES and p.is_contiguous()
+def takes_codes(p, threshold, flat=False):
+    """Whether param ``p`` keeps 8-bit state (``eight_bit.takes_codes``, and contiguous, as
+    every param is once ``flat``tened)."""
+    return p.numel() >= threshold and p.dtype in _CODED_DTYPES and (flat or p.is_contiguous())
 
 
 def _host(t):
@@ -121,33 +123,12 @@ def float32_state_dict(state_dict):
 
 def check_loadable(optimizer, state_dict):
     """Refuse, before anything is written, 8-bit state that this optimizer cannot load: into
-    ``state_bits=32`` (convert it first), or codes and scales that do not fit their params.
-    Returns ``(param, saved state)`` for each param with 8-bit state, for ``restore_codes``."""
-    eight = [index for index, s in state_dict.get("state", {}).items()
-             if isinstance(s, dict) and eight_bit.is_eight_bit(s)]
-    if not eight:
-        return []
-    if optimizer.state_bits != 8:
+    ``state_bits=32`` (convert it first), or codes and scales that do not fit their params."""
+    saved = saved_states(optimizer, state_dict)
+    if any(eight_bit.is_eight_bit(s) for _, _, s in saved) and optimizer.state_bits != 8:
         raise ValueError("this state dict holds 8-bit state (codes and scales): load it into "
                          "RMSprop(state_bits=8), or convert it with "
                          "fastrms.torch.float32_state_dict first")
-    params = {}
-    for saved, group in zip(state_dict.get("param_groups", []), optimizer.param_groups):
-        params.update(zip(saved["params"], group["params"]))
-    loaded = []
-    for index in eight:
-        p = params.get(index)
-        if p is None:
-            continue  # torch's own loader reports a state for an unknown param
-        eight_bit.check_codes_fit(state_dict["state"][index], tuple(p.shape),
-                                  f"state of param {index}")
-        loaded.append((p, state_dict["state"][index]))
-    return loaded
-
-
-def restore_codes(optimizer, loaded):
-    """After torch's loader, which casts every state tensor of a float param to its dtype (the
-    codes to floats, the scales of half params to half): the codes and scales as saved."""
-    for p, saved in loaded:
-        for key in eight_bit.CODE_KEYS & set(saved):
-            optimizer.state[p][key] = saved[key].detach().to(p.device, copy=True)
+    for index, p, s in saved:
+        if eight_bit.is_eight_bit(s):
+            eight_bit.check_codes_fit(s, tuple(p.shape), f"state of param {index}")

@@ -8,7 +8,7 @@ import torch
 from ..dtypes import state_dtype
 from ..flat import FlatBuffer
 from ..rounding import offset_of
-from .param_state import MASTER, STATE_BUFFERS, _adopt_step, _step_counters
+from .param_state import MASTER, STATE_BUFFERS, _adopt_step, _state_of, _step_counters
 from .tensors import _array_of, _checked_grad
 from .views import _Call
 
@@ -20,9 +20,12 @@ class _FlatGroup:
     and their step counts in one tensor (``self.state[p]["step"]`` is a 0-d view of it).
     """
 
-    def __init__(self, params, optimizer_state):
+    make_call = _Call
+    state_of = staticmethod(_state_of)  # a param's state, created as torch creates it
+
+    def __init__(self, params, optimizer_state, align=64):
         self.params = params
-        self.flat = FlatBuffer([p.detach() for p in params])
+        self.flat = FlatBuffer([p.detach() for p in params], align=align)
         for p, view in zip(params, self.flat.views):
             p.data = view
         for p, grad_view in zip(params, self.flat.grad_views):
@@ -58,13 +61,15 @@ class _FlatGroup:
     def bind(self, j, state):
         """Make ``state``'s buffers and step views of this group's flat tensors (copying values)."""
         _adopt_step(state, self.step_views[j])
-        for name in (*STATE_BUFFERS, MASTER):
-            if state.get(name) is None:
-                continue
-            view = self.buffer(name)[1][j]
-            if state[name] is not view:
-                view.copy_(state[name].reshape(view.shape))
-                state[name] = view
+        for key, view in self.views_for(j, state):
+            if state[key] is not view:
+                view.copy_(state[key].reshape(view.shape))
+                state[key] = view
+
+    def views_for(self, j, state):
+        """``(key, view)``: the flat views of param ``j`` for the buffers ``state`` holds."""
+        return [(name, self.buffer(name)[1][j]) for name in (*STATE_BUFFERS, MASTER)
+                if state.get(name) is not None]
 
     def gather_grads(self):
         """The indices of the params with a gradient, moved into the flat gradient buffer."""
@@ -73,20 +78,22 @@ class _FlatGroup:
     def call(self, rule, group, with_grad, names, lists=False):
         """The ``_Call`` that steps the params ``with_grad`` (all: one whole-buffer call, unless
         ``lists``: per-param views, as stochastic rounding counts elements per param)."""
-        call = _Call(rule, group)
+        call = self.make_call(rule, group)
         call.offsets = tuple(offset_of(j) for j in self.positions(group, with_grad))
         state_flats = [self.buffer(n) for n in names]
         if len(with_grad) == len(self.params) and not lists:
-            columns = [self._native(t) for t in [self.flat.data, self.flat.grad]
+            columns = [self._native(t, whole=True) for t in [self.flat.data, self.flat.grad]
                        + [flat for flat, _ in state_flats]]
             call.step_block, call.step_positions = self.steps, None
-            call.written = list(self.params) + [flat for flat, _ in state_flats]
+            call.written = list(self.params) + [t for flat, _ in state_flats
+                                                for t in self._tensors(flat)]
         else:
             columns = [[self._native(views[j]) for j in with_grad] for views in
                        [self.flat.views, self.flat.grad_views]
                        + [views for _, views in state_flats]]
             call.step_block, call.step_positions = self.steps, with_grad
-            call.written = [self.params[j] for j in with_grad] + [flat for flat, _ in state_flats]
+            call.written = [self.params[j] for j in with_grad] + [t for flat, _ in state_flats
+                                                                  for t in self._tensors(flat)]
         by_name = dict(zip(names, columns[2:]))
         call.columns = (columns[0], columns[1], by_name["square_avg"],
                         by_name.get("momentum_buffer"), by_name.get("grad_avg"),
@@ -98,13 +105,18 @@ class _FlatGroup:
         where = {id(p): k for k, p in enumerate(group["params"])}
         return [where[id(self.params[j])] for j in picked]
 
-    def _native(self, t):
-        """What ``apply`` takes for ``t`` (cached for the whole flat tensors)."""
+    @staticmethod
+    def _tensors(flat):
+        """The tensors of a flat state buffer (one; two for 8-bit state)."""
+        return (flat,)
+
+    def _native(self, t, whole=False):
+        """What ``apply`` takes for ``t`` (cached for the ``whole`` flat tensors)."""
         key = (t.data_ptr(), t.shape, t.dtype)  # a param's view can start where the flat does
         array = self.natives.get(key)
         if array is None:
             array = _array_of(t)
-            if t.numel() == self.flat.size:
+            if whole:
                 self.natives[key] = array
         return array
 

@@ -17,10 +17,11 @@ from .groups import _check_defaults, _check_group, rule_of
 from ..threads import resolve as resolve_threads
 from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
 from .flat_group import _FlatGroup
-from .param_state import (FORMAT, MASTER, _adopt_step, _copy_of, _has_master, _state_names,
-                          _state_of, _step_counters, _step_device, format_info)
+from .flat_group8 import _FlatGroup8
+from .param_state import (FORMAT, MASTER, _copy_of, _has_master, _state_names, _step_counters,
+                          _step_device, format_info, restore_dtypes, saved_states)
 from .list_plan import refuse_under_capture
-from .eight_bit_state import check_loadable, restore_codes, step_eight_bit
+from .eight_bit_state import check_loadable, step_eight_bit, takes_codes
 from .step_plan import GroupPlan
 from .traced_step import init_group, traced_step
 from .tensors import _check_dtype
@@ -69,9 +70,9 @@ class RMSprop(torch.optim.Optimizer):
                  state_bits=32, threshold=4096):
         _check_defaults(lr, alpha, eps, weight_decay, momentum)
         self.state_bits, self.threshold = check_state_bits(state_bits, threshold)
-        if self.state_bits == 8 and (flatten or capturable):
-            raise ValueError("state_bits=8 does not combine with flatten=True or capturable=True "
-                             "yet (docs/eight-bit.md)")
+        if self.state_bits == 8 and capturable:
+            raise ValueError("state_bits=8 does not combine with capturable=True yet "
+                             "(docs/eight-bit.md)")
         if max_grad_norm is not None:
             check_real("max_grad_norm", max_grad_norm, positive=True)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,
@@ -168,10 +169,10 @@ class RMSprop(torch.optim.Optimizer):
         for index, group in enumerate(self.param_groups):
             # Only the unflattened capturable step reads a tensor lr on the device.
             rule = _check_group(group, bool(group.get("capturable")) and not self.flatten)
-            if self.state_bits == 8:
-                eight.append((group, rule))
-            elif self.flatten:
+            if self.flatten:
                 calls += self._flat_calls(index, group, rule)
+            elif self.state_bits == 8:
+                eight.append((group, rule))
             else:
                 planned.append((self._plan(index, group, rule), group, rule))
         threads = resolve_threads(self.threads, framework=torch.get_num_threads())
@@ -232,8 +233,10 @@ class RMSprop(torch.optim.Optimizer):
         buckets = {}
         for p in group["params"]:
             _check_dtype(p)
-            buckets.setdefault((p.device, p.dtype), []).append(p)
-        self._flat[index] = [_FlatGroup(params, self.state) for params in buckets.values()]
+            coded = self.state_bits == 8 and takes_codes(p, self.threshold, flat=True)
+            buckets.setdefault((p.device, p.dtype, coded), []).append(p)
+        self._flat[index] = [(_FlatGroup8 if coded else _FlatGroup)(params, self.state)
+                             for (_, _, coded), params in buckets.items()]
         self._plans.clear()
 
     def _flat_calls(self, index, group, rule):
@@ -255,8 +258,8 @@ class RMSprop(torch.optim.Optimizer):
                 fg.bound_names = names
             for j in with_grad:
                 if j not in fg.bound:
-                    fg.bind(j, _state_of(self.state[fg.params[j]], fg.params[j], group,
-                                         self.master_weights))
+                    fg.bind(j, fg.state_of(self.state[fg.params[j]], fg.params[j], group,
+                                           self.master_weights))
                     fg.bound.add(j)
             calls.append(fg.call(rule, group, with_grad, names,
                                  lists=self.rounding == "stochastic"))
@@ -282,9 +285,9 @@ class RMSprop(torch.optim.Optimizer):
         if "sharded" in format_info(state_dict):
             raise ValueError("this is one rank's shard of a ShardedRMSprop state dict: load a "
                              "consolidated one (ShardedRMSprop.consolidate_state_dict)")
-        loaded = check_loadable(self, state_dict)
+        check_loadable(self, state_dict)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
-        restore_codes(self, loaded)
+        restore_dtypes(self, saved_states(self, state_dict))
         for group in self.param_groups:
             _check_group(group)
         self._plans.clear()

@@ -9,6 +9,7 @@ the rule needs, under torch's names: ``square_avg`` always, ``momentum_buffer`` 
 import torch
 
 from ..dtypes import state_dtype
+from ..eight_bit import CODE_KEYS
 from ..state import STATE_KEYS as STATE_BUFFERS
 from .tensors import HALF_DTYPES, _check_dtype, _checked_grad, _dense
 
@@ -125,3 +126,28 @@ def _step_device(group, device_steps=False):
     if params and (group.get("capturable") or (device_steps and params[0].is_cuda)):
         return params[0].device
     return torch.device("cpu")
+
+
+def saved_states(optimizer, state_dict):
+    """``(index, param, saved state)`` for each param of ``optimizer`` that ``state_dict`` holds
+    a state for (matched as torch's loader matches them: by the groups' order)."""
+    params = {}
+    for saved, group in zip(state_dict.get("param_groups", []), optimizer.param_groups):
+        params.update(zip(saved["params"], group["params"]))
+    return [(index, params[index], s) for index, s in state_dict.get("state", {}).items()
+            if index in params and isinstance(s, dict)]
+
+
+def restore_dtypes(optimizer, saved):
+    """After torch's loader, which casts every state tensor of a float param to its dtype: the
+    tensors whose dtype it changed, as saved (the float32 state and masters of half params, the
+    uint8 codes and float32 scales of 8-bit state), on the param's device. ``saved``:
+    ``saved_states``."""
+    for _, p, state in saved:
+        for key, value in state.items():
+            now = optimizer.state[p].get(key)
+            if key == "step" or not torch.is_tensor(value) or not torch.is_tensor(now):
+                continue
+            kept = value.dtype if key in CODE_KEYS else state_dtype(p.dtype)
+            if now.dtype != value.dtype and value.dtype == kept:
+                optimizer.state[p][key] = value.detach().to(p.device, copy=True)
