@@ -203,6 +203,8 @@ def code_keys(name):
 
 
 CODE_KEYS = frozenset(key for name in KINDS for key in code_keys(name))
+SCALE_KEYS = frozenset(code_keys(name)[1] for name in KINDS)
+NAME_OF = {key: name for name in KINDS for key in code_keys(name)}  # a key's buffer name
 
 
 def is_eight_bit(state):

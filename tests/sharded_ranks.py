@@ -88,6 +88,11 @@ def train(rank, world, out, steps, resume_from=None, save_at=None):
     # and in bfloat16 with float32 master weights; at step 3 one param has no gradient anywhere.
     result["exact"] = all(_same_bits(rank, world, dtype, master)
                           for dtype, master in ((torch.float32, False), (torch.bfloat16, True)))
+    # ... and with 8-bit state for the weights (threshold 1000: the biases keep float32 state),
+    # of 3200, 10000 and 1000 values (not whole blocks): the same codes and scales, consolidated
+    # or not, as the unsharded step's (each param's blocks its own, every shard on a block).
+    result["exact8"] = _same_bits(rank, world, torch.float32, False,
+                                  dict(state_bits=8, threshold=1000), width=100)
 
     # 2. Data parallel: each rank its slice of the batch (tests/test_sharded.py compares with
     # one process that averages the slices' gradients, ``emulate``).
@@ -132,12 +137,14 @@ def train(rank, world, out, steps, resume_from=None, save_at=None):
     torch.save(result, os.path.join(out, f"rank{rank}.pt"))
 
 
-def _same_bits(rank, world, dtype, master):
+def _same_bits(rank, world, dtype, master, bits=None, width=256):
     from fastrms.torch import RMSprop, ShardedRMSprop
 
-    model, ref = mlp().to(dtype), mlp().to(dtype)
-    opt = ShardedRMSprop(model.parameters(), timeout=TIMEOUT, master_weights=master, **OPTIONS)
-    ref_opt = RMSprop(ref.parameters(), master_weights=master, **OPTIONS)
+    bits = bits or {}
+    model, ref = mlp(width=width).to(dtype), mlp(width=width).to(dtype)
+    opt = ShardedRMSprop(model.parameters(), timeout=TIMEOUT, master_weights=master, **bits,
+                         **OPTIONS)
+    ref_opt = RMSprop(ref.parameters(), master_weights=master, **bits, **OPTIONS)
     exact = True
     for step in range(5):
         for m, o in ((model, opt), (ref, ref_opt)):
@@ -155,6 +162,17 @@ def _same_bits(rank, world, dtype, master):
         opt.step()
         ref_opt.step()
         exact &= all(torch.equal(a, b) for a, b in zip(model.parameters(), ref.parameters()))
+    if bits:
+        whole, expected = opt.consolidate_state_dict(to=0), ref_opt.state_dict()
+        if rank == 0:
+            exact &= whole["state"].keys() == expected["state"].keys() and all(
+                torch.equal(value, expected["state"][k][key])
+                for k, state in whole["state"].items() for key, value in state.items())
+        again = ShardedRMSprop(mlp(width=width).parameters(), timeout=TIMEOUT, **bits,
+                               **OPTIONS)
+        again.load_state_dict(expected)  # each rank takes its shards of the whole codes
+        exact &= all(torch.equal(a.state[n], b.state[n]) and torch.equal(a.steps, b.steps)
+                     for a, b in zip(opt._all_buckets(), again._all_buckets()) for n in a.state)
     return exact
 
 

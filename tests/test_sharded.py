@@ -43,6 +43,7 @@ def test_same_gradient_bits_give_the_same_params_bit_for_bit(runs, name):
     """The update is fastrms.torch.RMSprop's arithmetic on each element: given the same
     gradient bits (a sum that is exact), the same param bits, on every rank."""
     assert all(r["exact"] for r in runs[name]["ranks"])
+    assert all(r["exact8"] for r in runs[name]["ranks"])  # 8-bit state (docs/eight-bit.md)
     assert all(r["same_start"] for r in runs[name]["ranks"])  # rank 0's params broadcast
 
 

@@ -13,7 +13,7 @@ dist = pytest.importorskip("torch.distributed")
 if not dist.is_available():
     pytest.skip("torch.distributed is not available", allow_module_level=True)
 
-from fastrms.torch import RMSprop, ShardedRMSprop  # noqa: E402
+from fastrms.torch import RMSprop, ShardedRMSprop, float32_state_dict  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,6 +65,8 @@ def test_one_rank_equals_fastrms_rmsprop_bit_for_bit(group):
     (dict(capturable=True), ValueError, "capturable=True is not supported by ShardedRMSprop"),
     (dict(differentiable=True), ValueError, "differentiable=True is not supported"),
     (dict(lr=-1.0), ValueError, "Invalid learning rate: -1.0"),
+    (dict(state_bits=16), ValueError, "state_bits must be 8 or 32"),
+    (dict(state_bits=8, threshold=-1), ValueError, "threshold must be an integer >= 0"),
 ])
 def test_bad_arguments_name_themselves(group, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -152,3 +154,41 @@ def test_loading_a_state_dict_mid_run_continues_as_a_fresh_optimizer_would(group
     fresh.load_state_dict(saved)
     assert all(torch.equal(a, b) for a, b in zip(_train(model, opt, drop_at=None),
                                                   _train(fresh_model, fresh, drop_at=None)))
+
+
+def test_8_bit_state_equals_fastrms_rmsprop_and_its_state_dicts_convert(group):
+    """state_bits=8 (docs/eight-bit.md), threshold 10: the weights (15 and 10 values) keep
+    8-bit state, the biases (5 and 2) float32 state. One rank equals
+    fastrms.torch.RMSprop bit for bit, a param without gradient at one step included; its
+    consolidated state is that optimizer's; a float32 state dict is coded on load as that
+    optimizer codes it; an 8-bit one is refused without state_bits=8."""
+    options = dict(lr=1e-2, momentum=0.9, centered=True, state_bits=8, threshold=10)
+    model, ref = mlp(), mlp()
+    opt = ShardedRMSprop(model.parameters(), **options)
+    ref_opt = RMSprop(ref.parameters(), **options)
+    assert all(torch.equal(a, b) for a, b in zip(_train(model, opt, drop_at=1),
+                                                  _train(ref, ref_opt, drop_at=1)))
+    whole, expected = opt.consolidate_state_dict(), ref_opt.state_dict()
+    assert whole["fastrms"]["state_bits"] == 8 and "square_avg_codes" in whole["state"][2]
+    assert whole["state"].keys() == expected["state"].keys()
+    for k, state in expected["state"].items():
+        assert state.keys() == whole["state"][k].keys()
+        assert all(torch.equal(value, whole["state"][k][key]) for key, value in state.items())
+    floats = float32_state_dict(expected)
+    opt.load_state_dict(floats)
+    ref_opt.load_state_dict(floats)
+    assert all(torch.equal(a, b) for a, b in zip(_train(model, opt), _train(ref, ref_opt)))
+    before = opt.state_dict()
+    with pytest.raises(ValueError, match="holds 8-bit state"):
+        ShardedRMSprop(mlp().parameters(), momentum=0.9, centered=True).load_state_dict(whole)
+    for wrong in ({"square_avg": torch.zeros(256)}, {"square_avg_codes": torch.zeros(256)}):
+        shards = [dict(s, state={**s["state"], **wrong}) if "square_avg_codes" in s["state"]
+                  else s for s in before["shards"]]
+        with pytest.raises(ValueError, match="does not fit a shard of 512 values"):
+            opt.load_state_dict(dict(before, shards=shards))
+    fresh = ShardedRMSprop(mlp().parameters(), **options)
+    fresh.load_state_dict(before)  # a rank's own shards load back as they were
+    for after in (opt.state_dict(), fresh.state_dict()):
+        for a, b in zip(before["shards"], after["shards"]):
+            assert a["state"].keys() == b["state"].keys() and torch.equal(a["step"], b["step"])
+            assert all(torch.equal(a["state"][n], b["state"][n]) for n in a["state"])

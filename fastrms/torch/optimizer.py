@@ -71,8 +71,7 @@ class RMSprop(torch.optim.Optimizer):
         _check_defaults(lr, alpha, eps, weight_decay, momentum)
         self.state_bits, self.threshold = check_state_bits(state_bits, threshold)
         if self.state_bits == 8 and capturable:
-            raise ValueError("state_bits=8 does not combine with capturable=True yet "
-                             "(docs/eight-bit.md)")
+            raise ValueError("state_bits=8 does not combine with capturable=True yet")
         if max_grad_norm is not None:
             check_real("max_grad_norm", max_grad_norm, positive=True)
         defaults = dict(lr=lr, momentum=momentum, alpha=alpha, eps=eps, centered=centered,

@@ -9,11 +9,13 @@ updated shard into every rank's params.
 
 import torch
 
+from ..eight_bit import apply8, check_state_bits
 from ..functional import apply
 from ..threads import check_count
 from ..threads import resolve as resolve_threads
 from . import sharded_state
 from .collectives import Collectives, check_choice
+from .eight_bit_state import takes_codes
 from .groups import _check_defaults, _check_group
 from .param_state import _state_names
 from .shards import Bucket, state_bytes
@@ -34,6 +36,9 @@ class ShardedRMSprop(torch.optim.Optimizer):
     ``timeout`` (seconds or a timedelta) bounds every collective: a rank that raised, exited or
     never reached the step makes the others raise instead of hanging. ``master_weights``: as in
     ``fastrms.torch.RMSprop``, for the shard only. ``backend``, ``threads``: of the update.
+    ``state_bits=8``, ``threshold``: as in ``fastrms.torch.RMSprop`` (docs/eight-bit.md); the
+    params with 8-bit state are packed apart, each starting on a block, and shards start on
+    blocks, so that every block's scale lives on one rank.
 
     ``reduce_gradients()`` averages the gradients before the step, for what must see the mean on
     every rank (torch.amp.GradScaler, ``clip_grad_norm_``). Checkpoints: ``state_dict()`` is this
@@ -45,8 +50,9 @@ class ShardedRMSprop(torch.optim.Optimizer):
                  weight_decay=0, momentum=0, centered=False, maximize=False, foreach=None,
                  capturable=False, differentiable=False, master_weights=False,
                  reduce_grads=True, collectives="auto", timeout=600.0, backend="auto",
-                 threads=None):
+                 threads=None, state_bits=32, threshold=4096):
         _check_defaults(lr, alpha, eps, weight_decay, momentum)
+        self.state_bits, self.threshold = check_state_bits(state_bits, threshold)
         self._coll = Collectives(process_group, timeout)
         self.collectives = check_choice(collectives)
         self.master_weights, self.reduce_grads = bool(master_weights), bool(reduce_grads)
@@ -87,9 +93,10 @@ class ShardedRMSprop(torch.optim.Optimizer):
     def _bucketed(self, group):
         buckets = {}
         for p in group["params"]:
-            buckets.setdefault((p.device, p.dtype), []).append(p)
-        return [Bucket(params, self._coll.world, self._coll.rank, self.master_weights)
-                for params in buckets.values()]
+            coded = self.state_bits == 8 and takes_codes(p, self.threshold, flat=True)
+            buckets.setdefault((p.device, p.dtype, coded), []).append(p)
+        return [Bucket(params, self._coll.world, self._coll.rank, self.master_weights, coded)
+                for (_, _, coded), params in buckets.items()]
 
     def _all_buckets(self):
         return [b for buckets in self._buckets for b in buckets]
@@ -183,11 +190,16 @@ class ShardedRMSprop(torch.optim.Optimizer):
         if world > 1 and reduce:
             self._coll.reduce(reduction, bucket.flat.grad, bucket.shard_grad)
             bucket.shard_grad.div_(world)  # the mean, correctly rounded, of this shard only
-        param, grad, square_avg, momentum_buffer, grad_avg, master = bucket.columns(
-            _state_names(rule), stepped)
-        apply(rule, param, grad, square_avg, momentum_buffer if rule.momentum != 0 else None,
-              grad_avg if rule.centered else None, backend=self.backend, threads=threads,
-              master_param=master)
+        columns = bucket.columns(_state_names(rule), stepped)
+        if not bucket.eight:
+            apply(rule, *columns[:5], backend=self.backend, threads=threads,
+                  master_param=columns[5])
+        else:  # one 8-bit call for the whole shard, or one per piece (lists)
+            count = len(columns[0]) if isinstance(columns[0], list) else None
+            for k in range(count or 1):
+                piece = [c if count is None or c is None else c[k] for c in columns]
+                apply8(rule, *piece[:5], backend=self.backend, threads=threads,
+                       master_param=piece[5])
         if world > 1:
             self._coll.gather(gather, bucket.flat.data, bucket.length)
         bucket.steps += torch.tensor(stepped, dtype=bucket.steps.dtype)

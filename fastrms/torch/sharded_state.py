@@ -3,8 +3,10 @@ consolidated on one rank (torch.optim.RMSprop's layout), and loading either (re-
 one to this world size).
 """
 
+import numpy as np
 import torch
 
+from .. import eight_bit
 from .param_state import FORMAT, MASTER, STATE_BUFFERS, format_info
 
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -88,15 +90,17 @@ def consolidate(optimizer, param_groups, to):
             full = torch.cat(pieces)
             for j, p in enumerate(b.params):
                 if b.steps[j] > 0:
-                    state.setdefault(index[id(p)], {})[name] = b.whole(j, full)
+                    state.setdefault(index[id(p)], {})[name] = b.whole(j, full, name)
         if coll.rank == to:
             for j, p in enumerate(b.params):
                 if b.steps[j] > 0:
                     state.setdefault(index[id(p)], {})["step"] = b.steps[j].clone()
     if coll.rank != to:
         return None
-    return {"state": dict(sorted(state.items())), "param_groups": param_groups,
-            "fastrms": {"format": FORMAT, "flatten": False}}
+    info = {"format": FORMAT, "flatten": False}
+    if optimizer.state_bits == 8:
+        info["state_bits"] = 8
+    return {"state": dict(sorted(state.items())), "param_groups": param_groups, "fastrms": info}
 
 
 def load(optimizer, state_dict):
@@ -135,38 +139,65 @@ def _load_shards(optimizer, state_dict, sharded):
             raise ValueError(f"shard {k} of the state dict does not fit this optimizer's params "
                              f"(params, size, start, end: {layout})")
         for name, t in shard["state"].items():
-            if name not in (*STATE_BUFFERS, MASTER) or t.numel() != b.length:
-                raise ValueError(f"shard {k}'s {name!r} does not fit a shard of {b.length}")
+            expected = b.expected(name)
+            if expected is None or (t.numel(), t.dtype) != expected:
+                raise ValueError(f"shard {k}'s {name!r} ({t.dtype}, {t.numel()} values) does not "
+                                 f"fit a shard of {b.length} values"
+                                 + ("" if expected else f" with state_bits={8 if b.eight else 32}"))
     for shard, b in zip(shards, buckets):
         b.steps.copy_(shard["step"])
         b.drop_state()
         for name, t in shard["state"].items():
-            b.buffer(name).copy_(t)
+            b.tensor(name).copy_(t)
 
 
 def _load_whole(optimizer, state_dict, saved_groups):
     saved_index = {id(p): k for saved, group in zip(saved_groups, optimizer.param_groups)
                    for k, p in zip(saved["params"], group["params"])}
-    state = state_dict["state"]
+    state = {k: s for k, s in state_dict["state"].items() if isinstance(s, dict)}
+    if optimizer.state_bits != 8 and any(eight_bit.is_eight_bit(s) for s in state.values()):
+        raise ValueError("this state dict holds 8-bit state (codes and scales): load it into "
+                         "ShardedRMSprop(state_bits=8), or convert it with "
+                         "fastrms.torch.float32_state_dict first")
+    wanted = {}  # param index -> its state as its bucket keeps it (8-bit or float)
     for b in optimizer._all_buckets():  # check everything before writing
         for p in b.params:
-            for name, value in state.get(saved_index[id(p)], {}).items():
+            k = saved_index[id(p)]
+            saved = state.get(k, {})
+            for name, value in saved.items():
                 if name in (*STATE_BUFFERS, MASTER) and value.numel() != p.numel():
-                    raise ValueError(f"the state {name!r} of param {saved_index[id(p)]} has "
-                                     f"{value.numel()} elements; the param has {p.numel()}")
+                    raise ValueError(f"the state {name!r} of param {k} has {value.numel()} "
+                                     f"elements; the param has {p.numel()}")
+            eight_bit.check_codes_fit(saved, tuple(p.shape), f"state of param {k}")
+            wanted[k] = _as_kept(saved, b.eight)
     for b in optimizer._all_buckets():
         b.drop_state()
         b.steps.zero_()
         for j, p in enumerate(b.params):
-            saved = state.get(saved_index[id(p)], {})
+            saved = wanted[saved_index[id(p)]]
             if "step" in saved:
                 b.steps[j] = float(saved["step"])
             for name, value in saved.items():
-                if name in (*STATE_BUFFERS, MASTER) and (name != MASTER or b.master):
-                    piece = b.shard_of(j, value)
-                    buffer = b.buffer(name)  # created whole (zeros, or the params for masters)
+                if name != "step" and b.expected(name) is not None:
+                    piece = b.shard_of(j, value, name)
+                    buffer = b.tensor(name)  # created whole (zeros, or the params for masters)
                     if piece is not None:
                         buffer[piece[1]:piece[2]].copy_(piece[0].reshape(-1))
+
+
+def _as_kept(saved, eight):
+    """A param's saved state with its buffers as a bucket keeps them: coded (``eight``) or
+    float32, converted where the state dict holds the other kind."""
+    if eight_bit.is_eight_bit(saved) == eight or not any(
+            name in saved for name in (*STATE_BUFFERS, *eight_bit.CODE_KEYS)):
+        return saved
+    host = {key: (value.detach().cpu().float().numpy() if key in STATE_BUFFERS
+                  else value.detach().cpu().numpy() if key in eight_bit.CODE_KEYS else value)
+            for key, value in saved.items()}
+    converted = eight_bit.eight_bit_state(host) if eight else eight_bit.float32_state(host)
+    return {key: torch.from_numpy(np.ascontiguousarray(value))
+            if key in (*STATE_BUFFERS, *eight_bit.CODE_KEYS) else value
+            for key, value in converted.items()}
 
 
 __all__ = ["check_same_params", "consolidate", "load", "shard_state_dict"]

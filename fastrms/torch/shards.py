@@ -4,11 +4,17 @@
 
 ``length`` is a multiple of ``ALIGN`` elements, so every shard starts on a block of 8-bit state
 and on a 64-byte line. The padding holds zeros in every buffer, which the update keeps zero.
+
+A bucket with 8-bit state (``eight``) also starts every param on a block, so that each param's
+blocks are its own (and a whole param's codes and scales are slices of the shards'); its state
+is, per buffer, codes and scales under ``eight_bit.code_keys``.
 """
 
 import torch
 
+from .. import eight_bit, quant8
 from ..dtypes import state_dtype
+from ..eight_bit import Codes, code_keys
 from ..flat import FlatBuffer
 from .flat_group import gather_grads
 from .param_state import MASTER, _get_scalar_dtype
@@ -20,12 +26,15 @@ ALIGN = 256  # elements per shard boundary: a block of 8-bit state, 1 KiB of flo
 class Bucket:
     """``params`` (one device and dtype) in one flat buffer, this rank's shard of it and its state.
 
-    ``master``: keep float32 master weights of the shard (half-precision params).
+    ``master``: keep float32 master weights of the shard (half-precision params). ``eight``:
+    keep its state in 8 bits.
     """
 
-    def __init__(self, params, world, rank, master):
-        self.params = params
-        self.flat = FlatBuffer([p.detach() for p in params], multiple=world * ALIGN)
+    def __init__(self, params, world, rank, master, eight=False):
+        self.params, self.eight = params, eight
+        align = quant8.BLOCK * params[0].element_size() if eight else 64
+        self.flat = FlatBuffer([p.detach() for p in params], align=align,
+                               multiple=world * ALIGN)
         self.length = self.flat.size // world
         self.start, self.end = rank * self.length, (rank + 1) * self.length
         for p, view in zip(params, self.flat.views):
@@ -35,7 +44,7 @@ class Bucket:
         self.shard = self.flat.data[self.start:self.end]
         self.shard_grad = self.flat.grad[self.start:self.end]  # reduce_scatter_single: in place
         self.steps = torch.zeros(len(params), dtype=_get_scalar_dtype())  # every param's count
-        self.state = {}  # name -> this shard's buffer (the state dtype)
+        self.state = {}  # name (or 8-bit key) -> this shard's buffer
         self.master = master and params[0].dtype in HALF_DTYPES
         self.natives = {}  # id of a whole shard tensor -> its native array
         # j -> (lo, hi, at): param j's elements [lo, hi) lie in this shard from offset ``at``.
@@ -50,14 +59,36 @@ class Bucket:
         return all(p.data_ptr() == a for p, a in zip(self.params, self.addresses))
 
     def buffer(self, name):
-        """This shard's state buffer ``name``, created on first use (zeros; the master weights
-        from the params' own values, which widen exactly)."""
-        if name not in self.state:
+        """This shard's state buffer ``name`` (``Codes`` of 8-bit state), created on first use
+        (zeros; the master weights from the params' own values, which widen exactly)."""
+        if self.eight and name != MASTER:
+            return Codes(*(self.tensor(key) for key in code_keys(name)))
+        return self.tensor(name)
+
+    def tensor(self, key):
+        """This shard's state tensor ``key`` (a buffer's name, or an 8-bit one's ``code_keys``),
+        created on first use as ``buffer`` says."""
+        if key not in self.state:
+            if key in eight_bit.CODE_KEYS:
+                name = eight_bit.NAME_OF[key]
+                for k, a in zip(code_keys(name), eight_bit.filled((self.length,), 0.0, name)):
+                    self.state[k] = torch.from_numpy(a).to(self.shard.device)
+                return self.state[key]
             dtype = state_dtype(self.params[0].dtype)
-            self.state[name] = torch.zeros(self.length, dtype=dtype, device=self.shard.device)
-            if name == MASTER:
-                self.state[name].copy_(self.shard)
-        return self.state[name]
+            self.state[key] = torch.zeros(self.length, dtype=dtype, device=self.shard.device)
+            if key == MASTER:
+                self.state[key].copy_(self.shard)
+        return self.state[key]
+
+    def expected(self, key):
+        """``(numel, dtype)`` of this shard's tensor ``key``, or None: not a state it keeps."""
+        names = {MASTER} | (eight_bit.CODE_KEYS if self.eight else set(eight_bit.KINDS))
+        if key not in names or (key == MASTER and not self.master):
+            return None
+        if key in eight_bit.CODE_KEYS:
+            per = per_value(key)
+            return self.length // per, (torch.float32 if per > 1 else torch.uint8)
+        return self.length, state_dtype(self.params[0].dtype)
 
     def drop_state(self):
         """Forget the state buffers (a load replaces them), and the arrays made over them: a new
@@ -86,13 +117,15 @@ class Bucket:
         if all(stepped[j] for j in self.pieces):
             columns = [self._native(t) for t in tensors]
         else:
-            columns = [[_array_of(t[at:at + hi - lo]) for j, (lo, hi, at) in self.pieces.items()
+            columns = [[_piece(t, at, hi - lo) for j, (lo, hi, at) in self.pieces.items()
                         if stepped[j]] for t in tensors]
         by_name = dict(zip(names, columns[2:]))
         return (columns[0], columns[1], by_name["square_avg"], by_name.get("momentum_buffer"),
                 by_name.get("grad_avg"), by_name.get(MASTER))
 
     def _native(self, t):
+        if isinstance(t, Codes):
+            return Codes(*(self._native(x) for x in t))
         array = self.natives.get(id(t))
         if array is None:
             array = self.natives[id(t)] = _array_of(t)
@@ -100,19 +133,37 @@ class Bucket:
 
     # -- state of whole params, for the consolidated state dict -------------------------------
 
-    def shard_of(self, j, value):
-        """The part of ``value`` (param ``j``'s whole state buffer) that this shard holds, and
-        where it goes in the shard: ``(piece, shard_lo, shard_hi)``, or None."""
+    def shard_of(self, j, value, key):
+        """The part of ``value`` (param ``j``'s whole state tensor ``key``) that this shard
+        holds, and where it goes in the shard: ``(piece, shard_lo, shard_hi)``, or None."""
         if j not in self.pieces:
             return None
+        per = per_value(key)
         lo, hi, at = self.pieces[j]
+        lo, hi, at = lo // per, -(-hi // per), at // per
         return value.reshape(-1)[lo:hi], at, at + hi - lo
 
-    def whole(self, j, full):
-        """Param ``j``'s state buffer, shaped like it, from ``full`` (every rank's shards of one
-        state buffer, concatenated)."""
-        offset = self.flat.offsets[j]
-        return full[offset:offset + self.numels[j]].reshape(self.params[j].shape).clone()
+    def whole(self, j, full, key):
+        """Param ``j``'s state tensor ``key`` (shaped like the param, or one scale per block)
+        from ``full`` (every rank's shards of it, concatenated)."""
+        per = per_value(key)
+        offset, numel = self.flat.offsets[j] // per, -(-self.numels[j] // per)
+        piece = full[offset:offset + numel]
+        return (piece.reshape(self.params[j].shape) if per == 1 else piece).clone()
+
+
+def per_value(key):
+    """Values per element of state tensor ``key``: a block's for 8-bit scales, else one."""
+    return quant8.BLOCK if key in eight_bit.SCALE_KEYS else 1
+
+
+def _piece(t, at, n):
+    """What ``apply`` (``apply8`` for ``Codes``) takes for ``n`` values of shard tensor ``t``
+    from ``at`` (a block's start, for ``Codes``)."""
+    if isinstance(t, Codes):
+        return Codes(_array_of(t.codes[at:at + n]),
+                     _array_of(t.scales[at // quant8.BLOCK:][:quant8.blocks_of(n)]))
+    return _array_of(t[at:at + n])
 
 
 def state_bytes(buckets):
