@@ -5,8 +5,9 @@ Models of float32 tensors whose sizes are spread geometrically: 100 tensors of 1
 elements (11.2 M in all; memory-bound), 100 of 10² to 10⁴ (0.2 M; call-overhead-bound), and
 1,000 of 10² to 10⁴ ("many small": 2 M; host-cost-bound, where the time per param is reported).
 Gradients fixed, plain RMSprop (torch's defaults). Variants: torch's for-loop (its CPU default),
-torch's foreach, fastrms without and with ``flatten=True``, and fastrms's step compiled
-(``torch.compile(lambda: opt.step())``); on CUDA also torch's ``capturable=True`` foreach step
+torch's foreach, fastrms without and with ``flatten=True``, fastrms's step compiled
+(``torch.compile(lambda: opt.step())``), fastrms with 8-bit state (``state_bits=8``, default
+threshold; docs/eight-bit.md) without and with ``flatten=True``; on CUDA also torch's ``capturable=True`` foreach step
 and fastrms's ``capturable=True`` step captured in a CUDA graph and replayed.
 
     pytest -n 0 bench/bench_torch_adapter.py --benchmark-only -s      # table + side-by-side ratios
@@ -32,7 +33,8 @@ MODELS = {
     "1e2-1e4": np.unique(np.geomspace(100, 10_000, 100).astype(int)),
     "many-small": np.geomspace(100, 10_000, 1000).astype(int),
 }
-VARIANTS = ["torch_forloop", "torch_foreach", "fastrms", "fastrms_flat", "fastrms_compiled"]
+VARIANTS = ["torch_forloop", "torch_foreach", "fastrms", "fastrms_flat", "fastrms_compiled",
+            "fastrms_state8", "fastrms_state8_flat"]
 CUDA_VARIANTS = ["torch_capturable", "fastrms_graph"]  # CUDA graphs: CUDA only
 ROUNDS = 21
 DEVICES = ["cpu", "cuda"]  # cuda: skipped where torch sees no device
@@ -69,8 +71,9 @@ def build(variant, model="1e2-1e6", seed=0, device="cpu"):
         opt = torch.optim.RMSprop(params, foreach=variant != "torch_forloop",
                                   capturable=variant == "torch_capturable")
     else:
-        opt = fastrms.torch.RMSprop(params, flatten=variant == "fastrms_flat",
-                                    capturable=variant == "fastrms_graph")
+        opt = fastrms.torch.RMSprop(params, flatten=variant.endswith("_flat"),
+                                    capturable=variant == "fastrms_graph",
+                                    state_bits=8 if "state8" in variant else 32)
     step = opt.step
     if variant == "fastrms_compiled":
         step = torch.compile(lambda: opt.step())
@@ -149,10 +152,10 @@ def test_side_by_side(benchmark, device, model):
     tensors = len(MODELS[model])
     print(f"\n{device}: {tensors} tensors {model}, {elements:,} float32 elements, "
           f"{ROUNDS} interleaved rounds, torch threads {torch.get_num_threads()}")
-    print(f"  {'variant':17s} {'median ms':>9s} {'us/param':>8s} {'vs for-loop':>11s} "
+    print(f"  {'variant':19s} {'median ms':>9s} {'us/param':>8s} {'vs for-loop':>11s} "
           f"{'vs foreach':>10s} {'of floor':>8s}")
     for v in steps:
-        print(f"  {v:17s} {medians[v] * 1e3:9.3f} {medians[v] / tensors * 1e6:8.2f} "
+        print(f"  {v:19s} {medians[v] * 1e3:9.3f} {medians[v] / tensors * 1e6:8.2f} "
               f"{medians['torch_forloop'] / medians[v]:10.2f}x "
               f"{medians['torch_foreach'] / medians[v]:9.2f}x "
               f"{medians['same_traffic'] / medians[v]:8.2f}")

@@ -6,8 +6,9 @@ half, contiguous) keeps ``"step"`` and, per buffer, ``"<name>_codes"`` (uint8, t
 and ``"<name>_scales"`` (float32, one per block): keys torch.optim.RMSprop does not know, so it
 refuses such state (KeyError at its step) rather than stepping on the codes as float32. Float32
 buffers found under torch's names (a float32 state dict just loaded) are quantised at the first
-step. Every other param keeps torch's float state (``param_state``). Each param steps in its own
-fused call (``eight_bit.apply8``, or ``functional.apply`` for the float ones).
+step. Every other param keeps torch's float state (``param_state``) and steps in the group's
+plan (``step_plan``); each param with 8-bit state in a fused call of its own
+(``eight_bit.apply8``), or with ``flatten=True`` in one over a flat buffer (``flat_group8``).
 """
 
 import numpy as np
@@ -15,10 +16,8 @@ import torch
 
 from .. import eight_bit
 from ..eight_bit import Codes, apply8, code_keys
-from ..functional import apply
 from ..rounding import offset_of
-from .param_state import (MASTER, STATE_BUFFERS, _get_scalar_dtype, _has_master, _state_of,
-                          saved_states)
+from .param_state import MASTER, STATE_BUFFERS, _get_scalar_dtype, _has_master, saved_states
 from .tensors import _check_dtype, _checked_grad
 
 
@@ -67,34 +66,26 @@ def state8_of(state, p, group, master_weights):
     return state
 
 
-def step_eight_bit(optimizer, group, rule, threads, extras):
-    """One step of ``group`` with ``state_bits=8``: a fused call per param with a grad, each
-    checked before it writes (an error leaves the earlier params of the step stepped)."""
+def step_eight_bit(optimizer, group, rule, threads, extras, step_increment=None):
+    """One step of ``group``'s params with 8-bit state (``takes_codes``; the step plan steps the
+    others): a fused call per param with a grad, each checked before it writes (an error leaves
+    the earlier params of the step stepped). ``step_increment``: see ``GroupPlan.run``."""
     written = []
     wanted = _wanted(group)
     for position, p in enumerate(group["params"]):
-        if p.grad is None:
+        if p.grad is None or not takes_codes(p, optimizer.threshold):
             continue
         _checked_grad(p)
         _check_dtype(p)
-        state = optimizer.state[p]
-        part = extras._replace(offsets=offset_of(position))
-        master = None
-        if takes_codes(p, optimizer.threshold):
-            state = state8_of(state, p, group, optimizer.master_weights)
-            buffers = [Codes(*(_host(state[key]) for key in code_keys(name))) if on else None
-                       for name, on in wanted.items()]
-            step_with = apply8
-        else:
-            state = _state_of(state, p, group, optimizer.master_weights)
-            buffers = [state[name] if on else None for name, on in wanted.items()]
-            step_with = apply
-        if _has_master(optimizer.master_weights, p):
-            master = _host(state[MASTER])
-        t = int(state["step"]) + 1
-        step_with(rule, _host(p), _host(p.grad), *buffers, step=t, backend=optimizer.backend,
-                  threads=threads, master_param=master, extras=part)
-        state["step"].fill_(t)
+        state = state8_of(optimizer.state[p], p, group, optimizer.master_weights)
+        buffers = [Codes(*(_host(state[key]) for key in code_keys(name))) if on else None
+                   for name, on in wanted.items()]
+        master = _host(state[MASTER]) if _has_master(optimizer.master_weights, p) else None
+        # torch's rule has no bias correction: the kernel does not read the step count
+        apply8(rule, _host(p), _host(p.grad), *buffers, backend=optimizer.backend,
+               threads=threads, master_param=master, extras=extras._replace(
+                   offsets=offset_of(position)))
+        state["step"].add_(1 if step_increment is None else step_increment.to("cpu"))
         written.append(p)
     if written:
         torch.autograd.graph.increment_version(written)

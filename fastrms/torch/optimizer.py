@@ -164,24 +164,22 @@ class RMSprop(torch.optim.Optimizer):
             skipped = 1 - judged.step_increment
             self._skipped_device = skipped if self._skipped_device is None else \
                 self._skipped_device + skipped
-        calls, planned, eight = [], [], []
+        calls, planned = [], []
         for index, group in enumerate(self.param_groups):
             # Only the unflattened capturable step reads a tensor lr on the device.
             rule = _check_group(group, bool(group.get("capturable")) and not self.flatten)
             if self.flatten:
                 calls += self._flat_calls(index, group, rule)
-            elif self.state_bits == 8:
-                eight.append((group, rule))
             else:
                 planned.append((self._plan(index, group, rule), group, rule))
         threads = resolve_threads(self.threads, framework=torch.get_num_threads())
         extras = step_extras(self, judged)
         for (plan, gathered), group, rule in planned:
             plan.run(group, rule, gathered, threads, extras, judged.step_increment)
+            if self.state_bits == 8:  # the params with 8-bit state, a call each
+                step_eight_bit(self, group, rule, threads, extras, judged.step_increment)
         for call in calls:
             call.run(self.backend, threads, extras, judged.step_increment)
-        for group, rule in eight:
-            step_eight_bit(self, group, rule, threads, extras)
         return loss
 
     @property
@@ -202,7 +200,9 @@ class RMSprop(torch.optim.Optimizer):
             gathered = plan.gather(group, self.state, names)
         if gathered is None:
             refuse_under_capture("the step must first check its params and allocate its state")
-            plan = self._plans[index] = GroupPlan(self, index, group, rule, self.backend)
+            floats = None if self.state_bits == 32 else (  # 8-bit state steps apart
+                lambda p: not takes_codes(p, self.threshold))
+            plan = self._plans[index] = GroupPlan(self, index, group, rule, self.backend, floats)
             gathered = plan.gather(group, self.state, names)
         return plan, gathered
 

@@ -94,12 +94,12 @@ def _adopt_step(state, view):
         state["step"] = view
 
 
-def _stepped_states(optimizer, group, step_views):
-    """``(position, param, state)`` of each param of ``group`` with a grad: the grad and the
-    param's dtype checked, its state created as torch creates it and its step count made the
-    view ``step_views[position]`` of the group's step block."""
+def _stepped_states(optimizer, group, step_views, planned=None):
+    """``(position, param, state)`` of each param of ``group`` with a grad (and ``planned(p)``,
+    if given): the grad and the param's dtype checked, its state created as torch creates it and
+    its step count made the view ``step_views[position]`` of the group's step block."""
     for position, p in enumerate(group["params"]):
-        if p.grad is None:
+        if p.grad is None or (planned is not None and not planned(p)):
             continue
         _checked_grad(p)
         _check_dtype(p)

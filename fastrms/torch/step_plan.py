@@ -22,21 +22,26 @@ from .param_state import MASTER, _state_names, _stepped_states
 
 
 class GroupPlan:
-    """One param group's step: its ``ListPlan``, step counters and written tensors."""
+    """One param group's step: its ``ListPlan``, step counters and written tensors.
 
-    def __init__(self, optimizer, index, group, rule, backend):
+    ``planned``: a predicate on params; the others are left out (with ``state_bits=8``, those
+    with 8-bit state, which step in calls of their own).
+    """
+
+    def __init__(self, optimizer, index, group, rule, backend, planned=None):
         self.backend, self.names = backend, _state_names(rule)
         self.params = list(group["params"])
         self.state_map = optimizer.state
         self.step_block, step_views = optimizer._step_block(index, group)
         with_grad, positions, states = [], [], []
-        for position, p, state in _stepped_states(optimizer, group, step_views):
+        for position, p, state in _stepped_states(optimizer, group, step_views, planned):
             with_grad.append(p)
             positions.append(position)
             states.append(state)
         self.with_grad, self.states = with_grad, states
         self.state_ids = frozenset(map(id, states))  # (a lookup by tensor costs a Python hash)
-        self.without_grad = [p for p in self.params if p.grad is None]
+        self.without_grad = [p for p in self.params
+                             if p.grad is None and (planned is None or planned(p))]
         # What a step reads of each state (tuples, even of one): master weights for some params.
         plain = operator.itemgetter("step", *self.names)
         with_master = operator.itemgetter("step", *self.names, MASTER)
