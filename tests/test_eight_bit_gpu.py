@@ -1,6 +1,7 @@
 """8-bit state on a real GPU: the warp build of rmsprop8_kernel (its shuffles included) against
 the NumPy reference, and fastrms.torch.RMSprop(state_bits=8) on CUDA against the same on the
-CPU. Marked ``gpu``; skipped, with the reason, where CuPy sees no device."""
+CPU (per param and flatten=True). Marked ``gpu``; skipped, with the reason, where CuPy sees no
+device."""
 
 import numpy as np
 import pytest
@@ -42,7 +43,9 @@ def test_the_warp_kernel_equals_the_reference(cp, n):
                           ref_s, f"{desc} n={n}")
 
 
-def test_the_torch_adapter_on_cuda_equals_the_cpu():
+@pytest.mark.parametrize("flatten", [False, True])
+def test_the_torch_adapter_on_cuda_equals_the_cpu(flatten):
+    """Per param and with flatten=True (one call over a block-aligned flat buffer)."""
     torch = require_torch_cuda()
     import fastrms.torch as ft
 
@@ -51,7 +54,7 @@ def test_the_torch_adapter_on_cuda_equals_the_cpu():
     cuda = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Tanh(), torch.nn.Linear(256, 1))
     cuda.load_state_dict(cpu.state_dict())
     cuda.cuda()
-    kw = dict(lr=1e-3, momentum=0.9, centered=True, state_bits=8, threshold=0)
+    kw = dict(lr=1e-3, momentum=0.9, centered=True, state_bits=8, threshold=0, flatten=flatten)
     opts = ft.RMSprop(cpu.parameters(), **kw), ft.RMSprop(cuda.parameters(), **kw)
     for p, q in zip(cpu.parameters(), cuda.parameters()):  # the same grads on both
         p.grad = torch.randn_like(p) * 0.01
