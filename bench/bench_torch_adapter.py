@@ -7,8 +7,9 @@ elements (11.2 M in all; memory-bound), 100 of 10² to 10⁴ (0.2 M; call-overhe
 Gradients fixed, plain RMSprop (torch's defaults). Variants: torch's for-loop (its CPU default),
 torch's foreach, fastrms without and with ``flatten=True``, fastrms's step compiled
 (``torch.compile(lambda: opt.step())``), fastrms with 8-bit state (``state_bits=8``, default
-threshold; docs/eight-bit.md) without and with ``flatten=True``; on CUDA also torch's ``capturable=True`` foreach step
-and fastrms's ``capturable=True`` step captured in a CUDA graph and replayed.
+threshold; docs/eight-bit.md) without and with ``flatten=True``; on CUDA also torch's
+``capturable=True`` foreach step and fastrms's ``capturable=True`` step captured in a CUDA graph
+and replayed.
 
     pytest -n 0 bench/bench_torch_adapter.py --benchmark-only -s      # table + side-by-side ratios
 

@@ -21,7 +21,7 @@ CUDA graphs): docs/trainer-path.md.
 
 The package, one job a module: ``optimizer`` (``RMSprop``: the step routing, the state dicts,
 copies), ``step_plan`` (the unflattened step, planned), ``views`` (``_Call``: one ``flatten=True``
-call and its step counts), ``flat_group`` (``_FlatGroup``: ``flatten=True``), ``param_state`` (a
+call and its step counts), ``flat_group`` and ``flat_group8`` (``flatten=True``), ``param_state`` (a
 param's state as torch lays it out, step counters), ``tensors`` (tensors as arrays and flat runs,
 the checks on params and grads), ``ops`` (the torch operator), ``traced_step`` (the step as
 ``torch.compile`` traces it), ``sharded``, ``shards``, ``collectives`` and ``sharded_state``

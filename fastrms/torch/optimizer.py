@@ -57,9 +57,8 @@ class RMSprop(torch.optim.Optimizer):
 
     8-bit state (docs/eight-bit.md): ``state_bits=8`` keeps the state of each float32 or half
     param of at least ``threshold`` values as 8-bit codes with a float32 scale per block of 256,
-    under state keys of their own (``fastrms.torch.eight_bit_state``); ``float32_state_dict``
-    converts a state dict for torch.optim.RMSprop.
-    """
+    under state keys of their own (``fastrms.torch.eight_bit_state``; with ``flatten=True`` in
+    one block-aligned buffer); ``float32_state_dict`` converts a state dict for torch."""
 
     _step_supports_amp_scaling = True  # GradScaler passes grad_scale and found_inf (fastrms.torch.amp)
 
@@ -227,7 +226,7 @@ class RMSprop(torch.optim.Optimizer):
     # -- flatten=True -----------------------------------------------------------------------
 
     def _flatten_group(self, index):
-        """Pack group ``index``'s params into one ``FlatBuffer`` per (device, dtype)."""
+        """Pack group ``index``'s params into one ``FlatBuffer`` per (device, dtype, 8-bit)."""
         group = self.param_groups[index]
         buckets = {}
         for p in group["params"]:
