@@ -194,9 +194,10 @@ def corrupted(saved, key, value):
     return bad
 
 
-def test_state_dicts_that_do_not_fit_are_refused_and_nothing_is_written():
+@pytest.mark.parametrize("flatten", [False, True])
+def test_state_dicts_that_do_not_fit_are_refused_and_nothing_is_written(flatten):
     model = mlp()
-    opt = ft.RMSprop(model.parameters(), state_bits=8, threshold=0, **KW)
+    opt = ft.RMSprop(model.parameters(), state_bits=8, threshold=0, flatten=flatten, **KW)
     train(model, opt, 2)
     saved = opt.state_dict()
     codes = saved["state"][0]["square_avg_codes"]
@@ -218,7 +219,7 @@ def test_state_dicts_that_do_not_fit_are_refused_and_nothing_is_written():
             for key, value in state.items():
                 assert torch.equal(now["state"][index][key], value), (message, key)
     with pytest.raises(ValueError, match="holds 8-bit state"):
-        ft.RMSprop(model.parameters(), **KW).load_state_dict(saved)
+        ft.RMSprop(model.parameters(), flatten=flatten, **KW).load_state_dict(saved)
 
 
 @pytest.mark.parametrize("kwargs, message", [
