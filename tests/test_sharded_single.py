@@ -41,7 +41,8 @@ def group(tmp_path):
 def _train(model, opt, steps=4, drop_at=2):
     for step in range(steps):
         opt.zero_grad()
-        model(torch.ones(4, 3) * (step + 1)).square().mean().backward()
+        x = torch.ones(4, 3, dtype=next(model.parameters()).dtype) * (step + 1)
+        model(x).float().square().mean().backward()
         if step == drop_at:
             model[2].bias.grad = None  # not stepped, not counted
         opt.step()
@@ -156,14 +157,17 @@ def test_loading_a_state_dict_mid_run_continues_as_a_fresh_optimizer_would(group
                                                   _train(fresh_model, fresh, drop_at=None)))
 
 
-def test_8_bit_state_equals_fastrms_rmsprop_and_its_state_dicts_convert(group):
+@pytest.mark.parametrize("dtype, master", [(torch.float32, False), (torch.bfloat16, True)])
+def test_8_bit_state_equals_fastrms_rmsprop_and_its_state_dicts_convert(group, dtype, master):
     """state_bits=8 (docs/eight-bit.md), threshold 10: the weights (15 and 10 values) keep
-    8-bit state, the biases (5 and 2) float32 state. One rank equals
+    8-bit state, the biases (5 and 2) float32 state; float32 params, and bfloat16 params with
+    float32 masters. One rank equals
     fastrms.torch.RMSprop bit for bit, a param without gradient at one step included; its
     consolidated state is that optimizer's; a float32 state dict is coded on load as that
     optimizer codes it; an 8-bit one is refused without state_bits=8."""
-    options = dict(lr=1e-2, momentum=0.9, centered=True, state_bits=8, threshold=10)
-    model, ref = mlp(), mlp()
+    options = dict(lr=1e-2, momentum=0.9, centered=True, state_bits=8, threshold=10,
+                   master_weights=master)
+    model, ref = mlp().to(dtype), mlp().to(dtype)
     opt = ShardedRMSprop(model.parameters(), **options)
     ref_opt = RMSprop(ref.parameters(), **options)
     assert all(torch.equal(a, b) for a, b in zip(_train(model, opt, drop_at=1),
@@ -186,7 +190,7 @@ def test_8_bit_state_equals_fastrms_rmsprop_and_its_state_dicts_convert(group):
                   else s for s in before["shards"]]
         with pytest.raises(ValueError, match="does not fit a shard of 512 values"):
             opt.load_state_dict(dict(before, shards=shards))
-    fresh = ShardedRMSprop(mlp().parameters(), **options)
+    fresh = ShardedRMSprop(mlp().to(dtype).parameters(), **options)
     fresh.load_state_dict(before)  # a rank's own shards load back as they were
     for after in (opt.state_dict(), fresh.state_dict()):
         for a, b in zip(before["shards"], after["shards"]):
