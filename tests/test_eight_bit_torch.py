@@ -278,11 +278,13 @@ def test_digits_mlp_trains_as_with_float32_state(variant):
     assert losses[8][1] >= losses[32][1] - 0.01  # test accuracy
 
 
-@pytest.mark.parametrize("variant", DIGITS_VARIANTS)
-def test_regression_mlp_with_hidden_layers_of_256_trains_as_with_float32_state(variant):
+@pytest.mark.parametrize("variant, alpha", [(v, 0.99) for v in DIGITS_VARIANTS]
+                         + [("plain", 0.9), ("centered", 0.9)])
+def test_regression_mlp_with_hidden_layers_of_256_trains_as_with_float32_state(variant, alpha):
     """Full-batch regression, two hidden layers of 256, cosine schedule, 400 steps, threshold 0.
-    Measured final loss against the float32-state run: +4.3%, −3.1%, +5.3%, +8.8%; another
-    float32 seed differs by 5.7%, 5.4%, 6.2%, 10.9% (docs/eight-bit.md)."""
+    Measured final loss against the float32-state run: +4.3%, −3.1%, +5.3%, +8.8% at torch's
+    alpha = 0.99 (plain and centered higher on every seed: their EMA steps of 1% round back to
+    the same codes), +0.2% and −0.7% at alpha = 0.9 (docs/eight-bit.md, bench/eight_bit_runs.py)."""
     def final_loss(bits, seed=0):
         torch.manual_seed(seed)
         net = torch.nn.Sequential(torch.nn.Linear(8, 256), torch.nn.Tanh(),
@@ -291,7 +293,7 @@ def test_regression_mlp_with_hidden_layers_of_256_trains_as_with_float32_state(v
         g = torch.Generator().manual_seed(1)
         X = torch.randn(1024, 8, generator=g)
         y = X[:, :1] * X[:, 1:2] + torch.sin(X[:, 2:3])
-        opt = ft.RMSprop(net.parameters(), lr=1e-3, state_bits=bits, threshold=0,
+        opt = ft.RMSprop(net.parameters(), lr=1e-3, alpha=alpha, state_bits=bits, threshold=0,
                          **DIGITS_VARIANTS[variant])
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 400)
         for _ in range(400):
@@ -303,4 +305,4 @@ def test_regression_mlp_with_hidden_layers_of_256_trains_as_with_float32_state(v
             return float(((net(X) - y) ** 2).mean())
 
     change = final_loss(8) / final_loss(32) - 1
-    assert abs(change) < 0.15, change
+    assert abs(change) < (0.15 if alpha == 0.99 else 0.01), change
