@@ -64,9 +64,10 @@ def modes8(rule):
     return tuple(m)
 
 
-def quantised(values, name):
-    """``Codes`` of float32 NumPy ``values`` for state buffer ``name`` (its map)."""
-    codes, scales = quant8.quantise(values, KINDS[name])
+def quantised(values, name, coders=quant8.CODERS):
+    """``Codes`` of float32 NumPy ``values`` for state buffer ``name`` (its map), coded by
+    ``coders`` (``quant8.STEP_CODERS``: as a step codes)."""
+    codes, scales = quant8.quantise(values, KINDS[name], coders)
     return Codes(codes.reshape(np.shape(values)), scales)
 
 
@@ -102,8 +103,10 @@ def _evaluate8(rule, param, grad, square_avg, momentum_buffer, grad_avg, step, m
                                        modes=modes8(rule))
     if a is not None:
         s = at_least_zero(s - a * a, np.float32(0))
-    return (x, quantised(s, "square_avg"), None if b is None else quantised(b, "momentum_buffer"),
-            None if a is None else quantised(a, "grad_avg"), w)
+    step = quant8.STEP_CODERS
+    return (x, quantised(s, "square_avg", step),
+            None if b is None else quantised(b, "momentum_buffer", step),
+            None if a is None else quantised(a, "grad_avg", step), w)
 
 
 def update8(buffers, rule, step, threads=None, extras=PLAIN):

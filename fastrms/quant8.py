@@ -38,6 +38,9 @@ _ONE = U32(1)
 _MANTISSA, _HIDDEN, _EXPONENT = U32(0x7FFFFF), U32(0x800000), U32(23)
 _SUBNORMAL_SHIFT, _MIN_SHIFT, _MAX_SHIFT = U32(117), U32(21), U32(31)
 _LINEAR, _LINEAR_OFFSET = F32(127.0), F32(127.0)
+_MIX_A, _MIX_B, _S16, _S15 = U32(0x7FEB352D), U32(0x846CA68B), U32(16), U32(15)
+_NOISE_SHIFT, _WORD, _ZERO_U = U32(12), U32(32), U32(0)  # 20 random bits below a normal code
+_MIN_DITHERED = U32(86 << 23)  # 2⁻⁴¹: below, a dithered code is 0
 _ZERO_F, _ONE_F = F32(0.0), F32(1.0)
 _MIN_SCALE = F32(2.0 ** -126)  # the smallest normal float32: its reciprocal is finite
 
@@ -54,6 +57,31 @@ def encode_unsigned(bits):
     shift = np.maximum(np.minimum(_SUBNORMAL_SHIFT - (bits >> _EXPONENT), _MAX_SHIFT), _MIN_SHIFT)
     subnormal = (mantissa + ((_ONE << (shift - _ONE)) - _ONE) + ((mantissa >> shift) & _ONE)) \
         >> shift
+    return _select(bits >= _MIN_NORMAL, normal, subnormal)
+
+
+def mix32(x):
+    """A bijection of uint32 whose output bits each depend on every input bit (Wellons'
+    lowbias32): the noise of ``encode_unsigned_dithered``."""
+    x = (x ^ (x >> _S16)) * _MIX_A
+    x = (x ^ (x >> _S15)) * _MIX_B
+    return x ^ (x >> _S16)
+
+
+def encode_unsigned_dithered(bits):
+    """``encode_unsigned`` rounded up or down at random instead of to nearest: up with the
+    probability of the fraction of the gap that the value covers (unbiased), the noise being
+    ``mix32(bits)`` (no key: the value itself varies from step to step, and a code then depends
+    on nothing but the value, wherever it is stored). Values below 2⁻⁴¹ (a 256th of the smallest
+    step) code as 0, so 0 stays 0; 1 stays 248."""
+    noise = mix32(bits)
+    normal = (bits - _REBIAS + (noise >> _NOISE_SHIFT)) >> _DROP
+    # Below 2⁻³⁰: the 24-bit mantissa over 2^shift (shift = 117 − exponent, 21..31 here), plus
+    # shift random bits. The shift is kept in range where the selects drop it (as above).
+    mantissa = (bits & _MANTISSA) | _HIDDEN
+    shift = np.maximum(np.minimum(_SUBNORMAL_SHIFT - (bits >> _EXPONENT), _MAX_SHIFT), _MIN_SHIFT)
+    subnormal = (mantissa + (noise >> (_WORD - shift))) >> shift
+    subnormal = _select(bits >= _MIN_DITHERED, subnormal, _ZERO_U)
     return _select(bits >= _MIN_NORMAL, normal, subnormal)
 
 
@@ -111,18 +139,27 @@ def code_signed(value, inverse):
     return encode_signed(np.where(w >= -_ONE_F, w, -_ONE_F).astype(np.float32))
 
 
-CODERS = (code_unsigned, code_signed)  # per map
+def code_unsigned_dithered(value, inverse):
+    """``code_unsigned`` rounded with ``encode_unsigned_dithered``: how the step codes the square
+    average (an EMA step of 1% is below half a code's spacing, and would round back)."""
+    w = np.abs(np.asarray(value, np.float32) * inverse)
+    return encode_unsigned_dithered(np.where(w <= _ONE_F, w, _ONE_F).astype(np.float32).view(U32))
 
 
-def quantise(x, kind):
-    """``(codes uint8 [n], scales float32 [ceil(n / BLOCK)])`` of float32 ``x`` (flattened)."""
+CODERS = (code_unsigned, code_signed)  # per map: to nearest (conversions, fresh buffers)
+STEP_CODERS = (code_unsigned_dithered, code_signed)  # per map: what a step writes
+
+
+def quantise(x, kind, coders=CODERS):
+    """``(codes uint8 [n], scales float32 [ceil(n / BLOCK)])`` of float32 ``x`` (flattened),
+    coded by ``coders`` (``STEP_CODERS``: as a step codes)."""
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     n = x.size
     padded = np.zeros(-(-n // BLOCK) * BLOCK, np.float32)
     padded[:n] = x
     blocks = padded.reshape(-1, BLOCK)
     scales = block_scales(blocks)
-    codes = CODERS[kind](blocks, inverse_of(scales)[:, None])
+    codes = coders[kind](blocks, inverse_of(scales)[:, None])
     return codes.reshape(-1)[:n].astype(np.uint8), scales
 
 
@@ -134,7 +171,7 @@ def dequantise(codes, scales, kind):
 
 
 # What the Numba loops inline (registered there, as fastrms.cpu.halves registers rounding's).
-ELEMENT_FUNCTIONS = (encode_unsigned, encode_signed)
+ELEMENT_FUNCTIONS = (encode_unsigned, encode_signed, mix32, encode_unsigned_dithered)
 
 
 def blocks_of(n):

@@ -79,26 +79,34 @@ def decode_signed(code):
 
 @intrinsic
 def code_unsigned(typingctx, value, inverse):
-    """``quant8.code_unsigned`` for one value: ``encode_unsigned`` of ``min(|value · inverse|,
-    1)`` (NaN → 1), in 32-bit integer operations."""
+    """``quant8.code_unsigned_dithered`` for one value: ``encode_unsigned_dithered`` of
+    ``min(|value · inverse|, 1)`` (NaN → 1), in 32-bit integer operations."""
     def codegen(context, builder, signature, args):
         magnitude = builder.and_(builder.bitcast(builder.fmul(args[0], args[1]), ir.IntType(32)),
                                  _i32(0x7FFFFFFF))
         bits = _umin(builder, magnitude, _i32(0x3F800000))  # a NaN's pattern exceeds 1.0's
-        shifted = builder.sub(bits, _i32(96 << 23))
-        normal = builder.lshr(builder.add(builder.add(shifted, _i32((1 << 19) - 1)),
-                                          builder.and_(builder.lshr(shifted, _i32(20)), _i32(1))),
-                              _i32(20))
-        # Below 2⁻³⁰ the code is rint(w · 2³³) (exact scaling, then nearest even): what
-        # encode_unsigned computes there in integers. w is capped first: its conversion must fit.
-        capped = builder.bitcast(_umin(builder, bits, _i32(97 << 23)), ir.FloatType())
-        rint = builder.module.declare_intrinsic("llvm.rint", [ir.FloatType()])
-        subnormal = builder.fptoui(builder.call(rint, [builder.fmul(capped, _f32(2.0 ** 33))]),
-                                   ir.IntType(32))
-        code = builder.select(builder.icmp_unsigned(">=", bits, _i32(97 << 23)), normal, subnormal)
+        noise = _mix32(builder, bits)
+        normal = builder.lshr(builder.add(builder.sub(bits, _i32(96 << 23)),
+                                          builder.lshr(noise, _i32(12))), _i32(20))
+        # Below 2⁻³⁰: the mantissa over 2^shift plus shift random bits; the shift is kept in
+        # [21, 31], where the selects drop it too (wider shifts are undefined in LLVM).
+        mantissa = builder.or_(builder.and_(bits, _i32(0x7FFFFF)), _i32(0x800000))
+        shift = builder.sub(_i32(117), builder.lshr(bits, _i32(23)))
+        shift = _umax(builder, _umin(builder, shift, _i32(31)), _i32(21))
+        small = builder.lshr(builder.add(mantissa, builder.lshr(noise, builder.sub(_i32(32),
+                                                                                  shift))), shift)
+        small = builder.select(builder.icmp_unsigned(">=", bits, _i32(86 << 23)), small, _i32(0))
+        code = builder.select(builder.icmp_unsigned(">=", bits, _i32(97 << 23)), normal, small)
         return builder.trunc(code, ir.IntType(8))
 
     return types.uint8(types.float32, types.float32), codegen
+
+
+def _mix32(builder, x):
+    """``quant8.mix32`` in IR."""
+    for shift, factor in ((16, 0x7FEB352D), (15, 0x846CA68B)):
+        x = builder.mul(builder.xor(x, builder.lshr(x, _i32(shift))), _i32(factor))
+    return builder.xor(x, builder.lshr(x, _i32(16)))
 
 
 @intrinsic

@@ -512,13 +512,24 @@ __host__ __device__ __forceinline__ float decode_signed(unsigned c) {
 __host__ __device__ __forceinline__ float inverse_of(float scale) {
     return scale >= 0x1p-126f ? 1.0f / scale : 0.0f;
 }
-// quant8.code_unsigned: min(|v * inverse|, 1) (NaN -> 1) to the nearest code, ties to even.
+// quant8.mix32 (lowbias32): the noise of the dithered code.
+__host__ __device__ __forceinline__ unsigned mix32(unsigned x) {
+    x = (x ^ (x >> 16)) * 0x7FEB352Du;
+    x = (x ^ (x >> 15)) * 0x846CA68Bu;
+    return x ^ (x >> 16);
+}
+// quant8.code_unsigned_dithered: min(|v * inverse|, 1) (NaN -> 1) rounded up or down with the
+// noise mix32(bits): unbiased, so that EMA steps smaller than a code's spacing move it on average.
 __host__ __device__ __forceinline__ unsigned char code_unsigned(float v, float inverse) {
     const unsigned bits = min32(bits_of(v * inverse) & 0x7FFFFFFFu, 0x3F800000u);
-    const unsigned shifted = bits - (96u << 23);
-    const unsigned normal = (shifted + 0x7FFFFu + ((shifted >> 20) & 1u)) >> 20;
-    const unsigned small = static_cast<unsigned>(rintf(float_of(min32(bits, 97u << 23)) * 0x1p33f));
-    return static_cast<unsigned char>(bits >= (97u << 23) ? normal : small);
+    const unsigned noise = mix32(bits);
+    const unsigned normal = (bits - (96u << 23) + (noise >> 12)) >> 20;
+    // Below 2^-30: the mantissa over 2^shift plus shift random bits (shift 21..31); below 2^-41, 0.
+    const unsigned e = bits >> 23;
+    const unsigned shift = e >= 96u ? 21u : (e <= 86u ? 31u : 117u - e);
+    const unsigned small = (((bits & 0x7FFFFFu) | 0x800000u) + (noise >> (32u - shift))) >> shift;
+    return static_cast<unsigned char>(bits >= (97u << 23) ? normal
+                                      : bits >= (86u << 23) ? small : 0u);
 }
 // quant8.code_signed: v * inverse kept in [-1, 1] (NaN -> 1), then rint(127 w) + 127.
 __host__ __device__ __forceinline__ unsigned char code_signed(float v, float inverse) {
