@@ -4,7 +4,9 @@
 A buffer of n values is stored as n uint8 codes and one float32 scale per block of ``BLOCK``
 values: the block's largest magnitude. A value is ``table[code] · scale`` (one float32 multiply,
 the same on every backend); a value x is coded as the code of ``min(|x · fl(1/scale)|, 1)``
-(signed: its clamp to [−1, 1]), rounded to the nearest code, ties to even. Non-finite values
+(signed: its clamp to [−1, 1]), rounded to the nearest code, ties to even; a step writes the
+square average with dithered rounding instead (``code_unsigned_dithered``: unbiased, so that
+EMA steps smaller than a code's spacing move it on average). Non-finite values
 (``block_scales``, ``inverse_of``) make their whole block non-finite.
 
 Two maps, for what each buffer holds (chosen by ``python bench/eight_bit_maps.py``):
@@ -18,7 +20,8 @@ Two maps, for what each buffer holds (chosen by ``python bench/eight_bit_maps.py
 
 Like ``fastrms.rounding``, the element functions are branch-free bit operations on uint32 and
 float32 with typed constants, so that they run on NumPy arrays (the reference) and inline into
-Numba loops alike; the decode tables are float32[256] arrays built here once (equal, a test
+Numba loops alike (the dithered one's hash needs 32-bit wrap-around, which the kernel spells in
+LLVM IR: ``fastrms.cpu.eight_bit``); the decode tables are float32[256] arrays built here once (equal, a test
 checks, to what float32 arithmetic gives: the unsigned values from their bits, the signed ones
 as one multiply by fl(1/127), so a kernel may decode without a table).
 """
@@ -171,7 +174,7 @@ def dequantise(codes, scales, kind):
 
 
 # What the Numba loops inline (registered there, as fastrms.cpu.halves registers rounding's).
-ELEMENT_FUNCTIONS = (encode_unsigned, encode_signed, mix32, encode_unsigned_dithered)
+ELEMENT_FUNCTIONS = (encode_unsigned, encode_signed)
 
 
 def blocks_of(n):

@@ -175,6 +175,7 @@ def test_from_state_re_synced_to_the_float32_run_the_step_is_the_float32_step(va
         opt8.step(p8, g, s8)
         cases.assert_same(p8, p32, err_msg=variant)
         new = eight_bit.float32_state(s8.state_dict())["square_avg"]  # coding error of s
+        # measured 2.7–2.9% (the dithered rounding; 2.0–2.2% to nearest)
         assert np.abs(new - s32.square_avg).mean() / np.abs(s32.square_avg).mean() < 0.03
 
 

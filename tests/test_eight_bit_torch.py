@@ -260,9 +260,9 @@ DIGITS_VARIANTS = {"plain": {}, "momentum": dict(momentum=0.9), "centered": dict
 
 @pytest.mark.parametrize("variant", DIGITS_VARIANTS)
 def test_digits_mlp_trains_as_with_float32_state(variant):
-    """Every tensor coded (threshold 0), 10 epochs (docs/eight-bit.md has the figures): plain
-    ends within 1% of the float32-state run's final training loss; the momentum variants end
-    a few per cent away (8.7%, 2.4%, 16% measured), as another float32 seed does."""
+    """Every tensor coded (threshold 0), 10 epochs (docs/eight-bit.md has the figures): final
+    training loss against the float32-state run's −0.90%, −0.93%, −0.58% and −3.1% measured;
+    asserted within 1%, and 5% for momentum + centered."""
     digits = pytest.importorskip("fastrms.demos.digits")
     pytest.importorskip("sklearn")
     train_set, test_set = digits.load_digits(0)
@@ -274,7 +274,7 @@ def test_digits_mlp_trains_as_with_float32_state(variant):
             train_set, test_set, 0, 10, 64, 32)
         losses[bits] = (loss[-1], accuracy[-1])
     change = losses[8][0] / losses[32][0] - 1
-    assert abs(change) < (0.01 if variant == "plain" else 0.25), losses
+    assert abs(change) < (0.05 if variant == "momentum+centered" else 0.01), losses
     assert losses[8][1] >= losses[32][1] - 0.01  # test accuracy
 
 
@@ -282,9 +282,11 @@ def test_digits_mlp_trains_as_with_float32_state(variant):
                          + [("plain", 0.9), ("centered", 0.9)])
 def test_regression_mlp_with_hidden_layers_of_256_trains_as_with_float32_state(variant, alpha):
     """Full-batch regression, two hidden layers of 256, cosine schedule, 400 steps, threshold 0.
-    Measured final loss against the float32-state run: +4.3%, −3.1%, +5.3%, +8.8% at torch's
-    alpha = 0.99 (plain and centered higher on every seed: their EMA steps of 1% round back to
-    the same codes), +0.2% and −0.7% at alpha = 0.9 (docs/eight-bit.md, bench/eight_bit_runs.py)."""
+    Measured final loss against the float32-state run: −0.5%, −6.7%, −0.9%, +13.8% at torch's
+    alpha = 0.99, −0.7% and +0.4% at alpha = 0.9. Asserted: 1% without momentum (rounded to
+    nearest, the square average's 1% EMA steps rounded back to its codes, and plain and centered
+    ended 4–5% higher); 25% with momentum, whose runs land on either side by about as much as
+    another float32 seed does (docs/eight-bit.md, bench/eight_bit_runs.py)."""
     def final_loss(bits, seed=0):
         torch.manual_seed(seed)
         net = torch.nn.Sequential(torch.nn.Linear(8, 256), torch.nn.Tanh(),
@@ -305,4 +307,4 @@ def test_regression_mlp_with_hidden_layers_of_256_trains_as_with_float32_state(v
             return float(((net(X) - y) ** 2).mean())
 
     change = final_loss(8) / final_loss(32) - 1
-    assert abs(change) < (0.15 if alpha == 0.99 else 0.01), change
+    assert abs(change) < (0.25 if DIGITS_VARIANTS[variant].get("momentum") else 0.01), change

@@ -1,11 +1,12 @@
 """The 8-bit state maps and blockwise quantisation (fastrms.quant8): every code, the nearest
-code for every value tried (ties to even), the error bounds per block, Numba equal to NumPy."""
+code for every value tried (ties to even), the dithered code (a neighbour, unbiased), the error
+bounds per block, Numba equal to NumPy."""
 
 import numpy as np
 import pytest
 
 from fastrms import quant8
-from fastrms.quant8 import BLOCK, SIGNED, TABLES, TOP_CODE, UNSIGNED
+from fastrms.quant8 import BLOCK, SIGNED, TABLES, TOP_CODE, U32, UNSIGNED
 
 ENCODE = {UNSIGNED: quant8.encode_unsigned, SIGNED: quant8.encode_signed}
 
@@ -108,15 +109,42 @@ def test_blockwise_quantisation_bounds_each_error_by_half_a_step(kind):
     assert np.array_equal(quant8.quantise(y, kind)[0], codes)  # decoded values code back
 
 
-@pytest.mark.parametrize("kind", [UNSIGNED, SIGNED])
-def test_numba_encodes_as_numpy(kind):
+def test_dithered_unsigned_encoding_rounds_to_a_neighbour_without_bias():
+    """The step's coding of the square average (``encode_unsigned_dithered``): one of the two
+    codes around the value, a code's own value kept, 0 below 2⁻⁴¹, 1 kept; and unbiased: 4096
+    values a fraction f of the way up each of 40 code gaps (normal and below 2⁻³⁰), jittered in
+    their last bits, round up a fraction f of the time (4σ = 0.03), where to nearest none
+    (f < ½) or all (f > ½) would."""
+    dithered = quant8.encode_unsigned_dithered
+    v = values(UNSIGNED)
+    near = nearest(v, UNSIGNED)
+    codes = dithered(v.view(np.uint32))
+    assert np.all(np.abs(codes.astype(np.int64) - near) <= 1)
+    table = TABLES[UNSIGNED].astype(np.float64)
+    assert np.array_equal(dithered(TABLES[UNSIGNED][:249].view(np.uint32)), np.arange(249))
+    tiny = np.float32([0, 1e-45, 2.0 ** -42, 2.0 ** -41 * 0.999])
+    assert np.array_equal(dithered(tiny.view(np.uint32)), np.zeros(4))
+    jitter = np.arange(4096, dtype=np.uint32)
+    for c in list(range(0, 8, 2)) + list(range(8, 248, 7)):
+        for f in (0.1, 0.5, 0.9):
+            at = np.float32(table[c] + f * (table[c + 1] - table[c]))
+            bits = at.view(np.uint32) - U32(2048) + jitter  # ±2048 ulps: f moves < 0.01
+            up = (dithered(bits) == c + 1).mean()
+            assert np.all(np.isin(dithered(bits), [c, c + 1]))
+            assert abs(up - f) < 0.03, (c, f, up)
+
+
+@pytest.mark.parametrize("kind, function", [
+    (UNSIGNED, quant8.encode_unsigned), (SIGNED, quant8.encode_signed)])
+def test_numba_encodes_as_numpy(kind, function):
+    """(The step's dithered coding is LLVM IR in the kernel: tests/test_eight_bit.py.)"""
     numba = pytest.importorskip("numba")
     from numba.extending import register_jitable
 
     import fastrms.cpu.halves  # noqa: F401 - registers fastrms.rounding's element functions
-    for function in quant8.ELEMENT_FUNCTIONS:
-        register_jitable(inline="always")(function)
-    element = numba.njit(ENCODE[kind])
+    for f in quant8.ELEMENT_FUNCTIONS:
+        register_jitable(inline="always")(f)
+    element = numba.njit(function)
 
     @numba.njit(error_model="numpy")
     def each(v, out):
@@ -127,4 +155,4 @@ def test_numba_encodes_as_numpy(kind):
     given = v.view(np.uint32) if kind == UNSIGNED else v
     out = np.empty(v.size, np.uint32)
     each(given, out)
-    assert np.array_equal(out, encode(kind, v))
+    assert np.array_equal(out, function(given))
