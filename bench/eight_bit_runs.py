@@ -18,11 +18,11 @@ EMA tracks its float32 twin: the output is docs/eight-bit-runs.txt (docs/eight-b
 import statistics
 
 import numpy as np
-import torch
 
 import fastrms
 import fastrms.torch as ft
 from fastrms import eight_bit
+from fastrms.torch.curves import regression_final_loss  # the tests' run
 
 VARIANTS = {"plain": {}, "momentum": dict(momentum=0.9), "centered": dict(centered=True),
             "momentum + centered": dict(momentum=0.9, centered=True)}
@@ -45,22 +45,8 @@ def tracking(alpha, n=1 << 16, steps=400):
 
 
 def final_loss(bits, options, seed):
-    torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(8, 256), torch.nn.Tanh(),
-                              torch.nn.Linear(256, 256), torch.nn.Tanh(),
-                              torch.nn.Linear(256, 1))
-    g = torch.Generator().manual_seed(1)
-    X = torch.randn(1024, 8, generator=g)
-    y = X[:, :1] * X[:, 1:2] + torch.sin(X[:, 2:3])
-    opt = ft.RMSprop(net.parameters(), lr=1e-3, state_bits=bits, threshold=0, **options)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 400)
-    for _ in range(400):
-        opt.zero_grad()
-        ((net(X) - y) ** 2).mean().backward()
-        opt.step()
-        schedule.step()
-    with torch.no_grad():
-        return float(((net(X) - y) ** 2).mean())
+    return regression_final_loss(
+        lambda params: ft.RMSprop(params, lr=1e-3, state_bits=bits, threshold=0, **options), seed)
 
 
 def main():

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 import fastrms  # noqa: E402
 import fastrms.torch as ft  # noqa: E402
 from fastrms import eight_bit  # noqa: E402
+from fastrms.torch.curves import regression_final_loss  # noqa: E402
 
 KW = dict(lr=1e-3, momentum=0.9, centered=True)
 
@@ -287,24 +288,10 @@ def test_regression_mlp_with_hidden_layers_of_256_trains_as_with_float32_state(v
     nearest, the square average's 1% EMA steps rounded back to its codes, and plain and centered
     ended 4–5% higher); 25% with momentum, whose runs land on either side by about as much as
     another float32 seed does (docs/eight-bit.md, bench/eight_bit_runs.py)."""
-    def final_loss(bits, seed=0):
-        torch.manual_seed(seed)
-        net = torch.nn.Sequential(torch.nn.Linear(8, 256), torch.nn.Tanh(),
-                                  torch.nn.Linear(256, 256), torch.nn.Tanh(),
-                                  torch.nn.Linear(256, 1))
-        g = torch.Generator().manual_seed(1)
-        X = torch.randn(1024, 8, generator=g)
-        y = X[:, :1] * X[:, 1:2] + torch.sin(X[:, 2:3])
-        opt = ft.RMSprop(net.parameters(), lr=1e-3, alpha=alpha, state_bits=bits, threshold=0,
-                         **DIGITS_VARIANTS[variant])
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 400)
-        for _ in range(400):
-            opt.zero_grad()
-            ((net(X) - y) ** 2).mean().backward()
-            opt.step()
-            schedule.step()
-        with torch.no_grad():
-            return float(((net(X) - y) ** 2).mean())
+    def final_loss(bits):
+        return regression_final_loss(lambda params: ft.RMSprop(
+            params, lr=1e-3, alpha=alpha, state_bits=bits, threshold=0,
+            **DIGITS_VARIANTS[variant]))
 
     change = final_loss(8) / final_loss(32) - 1
     assert abs(change) < (0.25 if DIGITS_VARIANTS[variant].get("momentum") else 0.01), change

@@ -3,8 +3,9 @@ MLP on a fixed noisy regression, its training step, 100-step loss curves and the
 difference, over every combination of torch's options.
 
 Shared by the adapter's tests (tests/test_torch_adapter_*.py) and bench/loss_curve_spread.py,
-which measures the spread the tests' bounds cite; neither imports the other. Imported only by
-them: ``import fastrms.torch`` does not import it.
+which measures the spread the tests' bounds cite; neither imports the other. Likewise
+``regression_final_loss``, the whole run of tests/test_eight_bit_torch.py and
+bench/eight_bit_runs.py. Imported only by them: ``import fastrms.torch`` does not import it.
 """
 
 import copy
@@ -73,3 +74,25 @@ def twin(model):
     other = copy.deepcopy(model)
     other.load_state_dict(model.state_dict())
     return other
+
+
+def regression_final_loss(optimizer, seed=0, steps=400):
+    """The final loss of a 8-256-256-1 tanh MLP (from ``torch.manual_seed(seed)``) fitting
+    x₀x₁ + sin x₂ on 1,024 fixed points, full batch, ``steps`` steps of ``optimizer(params)``
+    under a cosine schedule: the 8-bit state's whole run against float32 state."""
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 256), torch.nn.Tanh(),
+                              torch.nn.Linear(256, 256), torch.nn.Tanh(),
+                              torch.nn.Linear(256, 1))
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(1024, 8, generator=g)
+    y = X[:, :1] * X[:, 1:2] + torch.sin(X[:, 2:3])
+    opt = optimizer(net.parameters())
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for _ in range(steps):
+        opt.zero_grad()
+        ((net(X) - y) ** 2).mean().backward()
+        opt.step()
+        schedule.step()
+    with torch.no_grad():
+        return float(((net(X) - y) ** 2).mean())
