@@ -20,9 +20,9 @@ Two maps, for what each buffer holds (chosen by ``python bench/eight_bit_maps.py
 
 Like ``fastrms.rounding``, the element functions are branch-free bit operations on uint32 and
 float32 with typed constants, so that they run on NumPy arrays (the reference) and inline into
-Numba loops alike (the dithered one's hash needs 32-bit wrap-around, which the kernel spells in
-LLVM IR: ``fastrms.cpu.eight_bit``); the decode tables are float32[256] arrays built here once (equal, a test
-checks, to what float32 arithmetic gives: the unsigned values from their bits, the signed ones
+Numba loops alike (the dithered one's hash needs 32-bit wrap-around, which the kernel spells
+in LLVM IR: ``fastrms.cpu.eight_bit``); the decode tables are float32[256] arrays built here
+once (equal, a test checks, to what float32 arithmetic gives: the unsigned values from their bits, the signed ones
 as one multiply by fl(1/127), so a kernel may decode without a table).
 """
 
@@ -56,11 +56,17 @@ def encode_unsigned(bits):
     # Below 2⁻³⁰: rint(v · 2³³) = the 24-bit mantissa shifted right by 117 − exponent (≥ 21),
     # rounded to even; the shift is kept in [21, 31] (wider shifts are undefined in LLVM and C,
     # and give 0 here anyway), so where the select drops it, it is merely unused.
-    mantissa = (bits & _MANTISSA) | _HIDDEN
-    shift = np.maximum(np.minimum(_SUBNORMAL_SHIFT - (bits >> _EXPONENT), _MAX_SHIFT), _MIN_SHIFT)
+    mantissa, shift = _below_normal(bits)
     subnormal = (mantissa + ((_ONE << (shift - _ONE)) - _ONE) + ((mantissa >> shift) & _ONE)) \
         >> shift
     return _select(bits >= _MIN_NORMAL, normal, subnormal)
+
+
+def _below_normal(bits):
+    """The 24-bit mantissa of ``bits`` and the shift that makes it a code below 2⁻³⁰
+    (117 − exponent), kept in [21, 31]: wider shifts are undefined in LLVM and C."""
+    shift = np.maximum(np.minimum(_SUBNORMAL_SHIFT - (bits >> _EXPONENT), _MAX_SHIFT), _MIN_SHIFT)
+    return (bits & _MANTISSA) | _HIDDEN, shift
 
 
 def mix32(x):
@@ -81,8 +87,7 @@ def encode_unsigned_dithered(bits):
     normal = (bits - _REBIAS + (noise >> _NOISE_SHIFT)) >> _DROP
     # Below 2⁻³⁰: the 24-bit mantissa over 2^shift (shift = 117 − exponent, 21..31 here), plus
     # shift random bits. The shift is kept in range where the selects drop it (as above).
-    mantissa = (bits & _MANTISSA) | _HIDDEN
-    shift = np.maximum(np.minimum(_SUBNORMAL_SHIFT - (bits >> _EXPONENT), _MAX_SHIFT), _MIN_SHIFT)
+    mantissa, shift = _below_normal(bits)
     subnormal = (mantissa + (noise >> (_WORD - shift))) >> shift
     subnormal = _select(bits >= _MIN_DITHERED, subnormal, _ZERO_U)
     return _select(bits >= _MIN_NORMAL, normal, subnormal)
@@ -130,8 +135,13 @@ def inverse_of(scale):
 def code_unsigned(value, inverse):
     """The code of float32 ``value`` (≥ 0) in a block whose ``inverse_of`` scale is ``inverse``:
     ``|value · inverse|`` kept at most 1 (NaN → 1), then ``encode_unsigned``."""
+    return encode_unsigned(_unit_bits(value, inverse))
+
+
+def _unit_bits(value, inverse):
+    """The uint32 bits of ``|value · inverse|`` kept at most 1 (NaN → 1)."""
     w = np.abs(np.asarray(value, np.float32) * inverse)
-    return encode_unsigned(np.where(w <= _ONE_F, w, _ONE_F).astype(np.float32).view(U32))
+    return np.where(w <= _ONE_F, w, _ONE_F).astype(np.float32).view(U32)
 
 
 def code_signed(value, inverse):
@@ -145,8 +155,7 @@ def code_signed(value, inverse):
 def code_unsigned_dithered(value, inverse):
     """``code_unsigned`` rounded with ``encode_unsigned_dithered``: how the step codes the square
     average (an EMA step of 1% is below half a code's spacing, and would round back)."""
-    w = np.abs(np.asarray(value, np.float32) * inverse)
-    return encode_unsigned_dithered(np.where(w <= _ONE_F, w, _ONE_F).astype(np.float32).view(U32))
+    return encode_unsigned_dithered(_unit_bits(value, inverse))
 
 
 CODERS = (code_unsigned, code_signed)  # per map: to nearest (conversions, fresh buffers)
@@ -174,7 +183,7 @@ def dequantise(codes, scales, kind):
 
 
 # What the Numba loops inline (registered there, as fastrms.cpu.halves registers rounding's).
-ELEMENT_FUNCTIONS = (encode_unsigned, encode_signed)
+ELEMENT_FUNCTIONS = (_below_normal, encode_unsigned, encode_signed)
 
 
 def blocks_of(n):

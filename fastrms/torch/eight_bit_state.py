@@ -114,7 +114,8 @@ def float32_state_dict(state_dict):
 
 def check_loadable(optimizer, state_dict):
     """Refuse, before anything is written, 8-bit state that this optimizer cannot load: into
-    ``state_bits=32`` (convert it first), or codes and scales that do not fit their params."""
+    ``state_bits=32`` (convert it first), or codes and scales that do not fit their params.
+    Returns ``param_state.saved_states``, for ``restore_dtypes``."""
     saved = saved_states(optimizer, state_dict)
     if any(eight_bit.is_eight_bit(s) for _, _, s in saved) and optimizer.state_bits != 8:
         raise ValueError("this state dict holds 8-bit state (codes and scales): load it into "
@@ -123,3 +124,4 @@ def check_loadable(optimizer, state_dict):
     for index, p, s in saved:
         if eight_bit.is_eight_bit(s):
             eight_bit.check_codes_fit(s, tuple(p.shape), f"state of param {index}")
+    return saved

@@ -19,7 +19,7 @@ from . import ops  # noqa: F401 - registers torch.ops.fastrms.rmsprop_
 from .flat_group import _FlatGroup
 from .flat_group8 import _FlatGroup8
 from .param_state import (FORMAT, MASTER, _copy_of, _has_master, _state_names, _step_counters,
-                          _step_device, format_info, restore_dtypes, saved_states)
+                          _step_device, format_info, restore_dtypes)
 from .list_plan import refuse_under_capture
 from .eight_bit_state import check_loadable, step_eight_bit, takes_codes
 from .step_plan import GroupPlan
@@ -283,9 +283,9 @@ class RMSprop(torch.optim.Optimizer):
         if "sharded" in format_info(state_dict):
             raise ValueError("this is one rank's shard of a ShardedRMSprop state dict: load a "
                              "consolidated one (ShardedRMSprop.consolidate_state_dict)")
-        check_loadable(self, state_dict)
+        saved = check_loadable(self, state_dict)
         super().load_state_dict({k: v for k, v in state_dict.items() if k != "fastrms"})
-        restore_dtypes(self, saved_states(self, state_dict))
+        restore_dtypes(self, saved)
         for group in self.param_groups:
             _check_group(group)
         self._plans.clear()
